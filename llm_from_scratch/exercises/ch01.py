@@ -1,0 +1,98 @@
+"""Exercises for chapter 1, language models and the question of limits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llm_from_scratch.exercises import Case, Exercise, register
+
+
+def bigram_perplexity(train_ids, test_ids, vocab_size, alpha=1.0):
+    """Perplexity of an add-alpha bigram model on a test sequence.
+
+    Count every adjacent pair (a, b) in ``train_ids``; the model's probability of ``b`` after
+    ``a`` is ``(count(a, b) + alpha) / (count(a) + alpha * vocab_size)`` where ``count(a)`` is the
+    number of pairs that start with ``a``. Return ``exp`` of the mean negative log-probability of
+    the ``len(test_ids) - 1`` transitions in ``test_ids``.
+
+    Example: train [0, 1, 0, 1], vocab 2, alpha 1: counts (0,1)=2, (1,0)=1, so
+    p(1|0) = 3/4 and p(0|1) = 2/3. On test [0, 1, 0] the perplexity is
+    exp(-(log 3/4 + log 2/3) / 2) = sqrt(2) = 1.414...
+    """
+    counts = np.zeros((vocab_size, vocab_size))
+    np.add.at(counts, (np.asarray(train_ids[:-1]), np.asarray(train_ids[1:])), 1.0)
+    probs = (counts + alpha) / (counts.sum(axis=1, keepdims=True) + alpha * vocab_size)
+    test = np.asarray(test_ids)
+    nll = -np.log(probs[test[:-1], test[1:]])
+    return float(np.exp(nll.mean()))
+
+
+def _bigram_case(seed, n_train, n_test, vocab, alpha):
+    def make():
+        rng = np.random.default_rng(seed)
+        return (rng.integers(0, vocab, n_train), rng.integers(0, vocab, n_test), vocab, alpha)
+    return make
+
+
+def _wrong_bigram_perplexity(train_ids, test_ids, vocab_size, alpha=1.0):
+    # a common slip: normalise by the total number of pairs, not by the pairs that start with a
+    counts = np.zeros((vocab_size, vocab_size))
+    np.add.at(counts, (np.asarray(train_ids[:-1]), np.asarray(train_ids[1:])), 1.0)
+    probs = (counts + alpha) / (counts.sum() + alpha * vocab_size)
+    test = np.asarray(test_ids)
+    return float(np.exp(-np.log(probs[test[:-1], test[1:]]).mean()))
+
+
+def entropy_bits(p):
+    """Entropy in bits of a discrete distribution ``p`` (a 1-D array summing to 1).
+
+    Outcomes with probability 0 contribute nothing (the limit of -p log p as p -> 0 is 0).
+
+    Example: a fair coin has 1 bit; ``[0.5, 0.25, 0.25]`` has 0.5*1 + 2*0.25*2 = 1.5 bits.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    nz = p[p > 0]
+    return float(-(nz * np.log2(nz)).sum())
+
+
+def _wrong_entropy_bits(p):
+    p = np.asarray(p, dtype=np.float64)
+    nz = p[p > 0]
+    return float(-(nz * np.log(nz)).sum())  # nats, not bits
+
+
+def _entropy_case(seed, n, zeros):
+    def make():
+        rng = np.random.default_rng(seed)
+        p = rng.random(n)
+        p[:zeros] = 0.0
+        return (p / p.sum(),)
+    return make
+
+
+EXERCISES = [
+    register(Exercise(
+        name="bigram_perplexity", chapter=1, title="perplexity of an add-alpha bigram model",
+        reference=bigram_perplexity,
+        cases=(
+            Case("the worked example in the docstring", lambda: ([0, 1, 0, 1], [0, 1, 0], 2, 1.0)),
+            Case("random ids, vocab 5, alpha 1", _bigram_case(0, 200, 50, 5, 1.0)),
+            Case("random ids, vocab 12, alpha 0.1 (unseen pairs)", _bigram_case(1, 60, 40, 12, 0.1)),
+            Case("test ids longer than train ids", _bigram_case(2, 10, 300, 3, 0.5)),
+        ),
+        hint="p(b|a) divides by the number of pairs that start with a (a row sum), plus alpha * vocab_size",
+    )),
+    register(Exercise(
+        name="entropy_bits", chapter=1, title="entropy of a distribution in bits",
+        reference=entropy_bits,
+        cases=(
+            Case("a fair coin", lambda: (np.array([0.5, 0.5]),)),
+            Case("[0.5, 0.25, 0.25]", lambda: (np.array([0.5, 0.25, 0.25]),)),
+            Case("a certain outcome (0 log 0 = 0)", lambda: (np.array([0.0, 1.0, 0.0]),)),
+            Case("random distribution over 30 outcomes with zeros", _entropy_case(3, 30, 5)),
+        ),
+        hint="use log base 2, and skip zero probabilities",
+    )),
+]
+
+WRONG = {"bigram_perplexity": _wrong_bigram_perplexity, "entropy_bits": _wrong_entropy_bits}

@@ -1,0 +1,72 @@
+"""Every exercise: the reference passes, a plausible wrong solution fails, the CLI works."""
+
+import importlib
+
+import pytest
+
+from llm_from_scratch import exercises
+from llm_from_scratch.cli import main
+
+NAMES = [e.name for e in exercises.all_exercises()]
+
+
+def _wrong(name):
+    """The plausible wrong solution kept beside each chapter's exercises."""
+    chapter = exercises.get(name).chapter
+    return importlib.import_module(f"llm_from_scratch.exercises.ch{chapter:02d}").WRONG[name]
+
+
+def test_every_chapter_so_far_has_exercises():
+    chapters = {e.chapter for e in exercises.all_exercises()}
+    assert {1, 2} <= chapters
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name):
+    report = exercises.check(name, exercises.get(name).reference)
+    assert report.passed, str(report)
+    assert len(report.results) >= 3
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_plausible_wrong_solution_fails(name):
+    report = exercises.check(name, _wrong(name))
+    assert not report.passed
+    failed = [r for r in report.results if not r.passed]
+    assert failed and all(r.detail for r in failed), str(report)
+    assert "hint:" in str(report)
+
+
+def test_unknown_exercise_names_the_known_ones():
+    with pytest.raises(KeyError, match="bpe_merge"):
+        exercises.get("no_such_exercise")
+
+
+def test_cli_start_check_cycle(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    assert main(["exercises", "start", "bpe_merge", "--dir", str(folder)]) == 0
+    stub = folder / "bpe_merge.py"
+    text = stub.read_text()
+    assert "def bpe_merge(ids, pair, new_id):" in text and "NotImplementedError" in text
+    # the untouched stub fails with the error in the report
+    assert main(["exercises", "check", "bpe_merge", "--dir", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "[FAIL]" in out and "NotImplementedError" in out
+    # start never overwrites the learner's work
+    stub.write_text("def bpe_merge(ids, pair, new_id):\n    return 'mine'\n")
+    assert main(["exercises", "start", "bpe_merge", "--dir", str(folder)]) == 0
+    assert "'mine'" in stub.read_text()
+    # a correct solution passes with exit code 0
+    stub.write_text(exercises.reference_source("bpe_merge"))
+    assert main(["exercises", "check", "bpe_merge", "--dir", str(folder)]) == 0
+    assert "checks passed" in capsys.readouterr().out
+
+
+def test_cli_check_reports_missing_file_and_missing_function(tmp_path, capsys):
+    assert main(["exercises", "check", "entropy_bits", "--dir", str(tmp_path)]) == 2
+    assert "exercises start entropy_bits" in capsys.readouterr().err
+    (tmp_path / "entropy_bits.py").write_text("x = 1\n")
+    assert main(["exercises", "check", "entropy_bits", "--dir", str(tmp_path)]) == 1
+    assert "no function named entropy_bits" in capsys.readouterr().err
+    assert main(["exercises", "list"]) == 0
+    assert "bigram_perplexity" in capsys.readouterr().out
