@@ -27,7 +27,7 @@ import inspect
 import textwrap
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -187,8 +187,13 @@ def register(exercise: Exercise) -> Exercise:
 
 
 def _load_all() -> None:
-    # importing the chapter modules registers their exercises
-    from llm_from_scratch.exercises import ch01, ch02  # noqa: F401
+    """Import every chapter module (``ch01.py``, ``ch02.py``, ...): importing one registers its exercises."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("ch"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def all_exercises() -> list[Exercise]:
@@ -233,6 +238,3 @@ def stub_source(name: str) -> str:
         f'    raise NotImplementedError("write {ex.name} here")\n'
     ) if module else ""
 
-
-def iter_names() -> Iterable[str]:
-    return (e.name for e in all_exercises())
