@@ -50,7 +50,9 @@ class _Level:
 def _codes(tokens: np.ndarray, k: int, V: int) -> np.ndarray:
     """Integer codes of every k-gram in ``tokens``: (N - k + 1,)."""
     n = tokens.shape[0] - k + 1
-    code = np.zeros(max(n, 0), dtype=np.int64)
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    code = np.zeros(n, dtype=np.int64)
     for i in range(k):
         code = code * V + tokens[i:i + n]
     return code
@@ -151,6 +153,8 @@ class NGramModel:
             h = grams // V
             c_h = _lookup(lvl.ctx_codes, lvl.ctx_totals, h)
             n_h = _lookup(lvl.ctx_codes, lvl.ctx_types, h)
+            if grams.size == 0:
+                break
             lower = p[k - 1:]
             seen = c_h > 0
             safe = np.where(seen, c_h, 1.0)

@@ -64,3 +64,10 @@ def test_bad_input_is_explained():
         NGramModel(20, 1000)
     with pytest.raises(RuntimeError, match="fit"):
         NGramModel(2, 3).cross_entropy(np.array([0, 1]))
+
+
+def test_sequences_shorter_than_the_order():
+    m = NGramModel(4, 3).fit(np.array([0, 1, 2] * 20))
+    lp = m.token_logprobs(np.array([0, 1]))
+    assert lp.shape == (2,) and np.all(np.isfinite(lp))
+    assert abs(lp[1] - np.log(m.next_distribution([0])[1])) < 1e-12

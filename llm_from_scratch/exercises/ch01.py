@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from llm_from_scratch.exercises import Case, Exercise, register
@@ -70,6 +72,54 @@ def _entropy_case(seed, n, zeros):
     return make
 
 
+def entropy_rate(logprobs, lengths):
+    """Entropy rate of a source of independent stories, in bits per character, with its
+    standard error: ``(bits_per_char, se)``.
+
+    ``logprobs[i]`` is the natural-log probability of story ``i`` under the source and
+    ``lengths[i]`` its number of characters. With ``a = -logprobs`` (nats per story) and
+    ``b = lengths``, the rate is a ratio of means, ``H = mean(a) / mean(b)``, converted to bits
+    (divide by ln 2). Its standard error by the delta method is
+    ``sd(a - H b) / (sqrt(n) mean(b))``, with the sample standard deviation (``ddof=1``), also
+    in bits. It is *not* the mean of the per-story rates ``a / b``: a long story holds more
+    characters, so it must weigh more.
+
+    Example: two stories of 3 bits each (``logprobs = [-3 ln 2, -3 ln 2]``) with 1 and 5
+    characters: H = 6 bits / 6 characters = 1.0 bit per character (the mean of the per-story
+    rates, (3 + 0.6) / 2 = 1.8, is wrong). In bits, a - H b = [2, -2], whose standard deviation
+    is 2 sqrt(2), so se = 2 sqrt(2) / (sqrt(2) * 3) = 0.667. Result: ``(1.0, 0.6667)``.
+    """
+    a = -np.asarray(logprobs, dtype=np.float64)    # (n,) nats per story
+    b = np.asarray(lengths, dtype=np.float64)      # (n,) characters per story
+    h = a.mean() / b.mean()                        # nats per character
+    se = (a - h * b).std(ddof=1) / (math.sqrt(a.size) * b.mean())
+    return float(h / math.log(2)), float(se / math.log(2))
+
+
+def _wrong_entropy_rate(logprobs, lengths):
+    # a common slip: average the per-story rates, so a short story counts as much as a long one
+    rates = -np.asarray(logprobs, dtype=np.float64) / np.asarray(lengths, dtype=np.float64)
+    return (float(rates.mean() / math.log(2)),
+            float(rates.std(ddof=1) / math.sqrt(rates.size) / math.log(2)))
+
+
+def _rate_case(seed, n):
+    def make():
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(20, 400, n)
+        logprobs = -lengths * rng.uniform(0.1, 0.4) - rng.gamma(2.0, 5.0, n)
+        return (logprobs, lengths)
+    return make
+
+
+def _tiny_storyworld_case(seed, n):
+    def make():
+        from llm_from_scratch.data import StoryWorld, StoryWorldConfig
+        stories = StoryWorld(StoryWorldConfig.tiny()).sample(n, seed=seed)
+        return ([s.logprob for s in stories], [len(s.text) for s in stories])
+    return make
+
+
 EXERCISES = [
     register(Exercise(
         name="bigram_perplexity", chapter=1, title="perplexity of an add-alpha bigram model",
@@ -93,6 +143,20 @@ EXERCISES = [
         ),
         hint="use log base 2, and skip zero probabilities",
     )),
+    register(Exercise(
+        name="entropy_rate", chapter=1, title="entropy rate per character from story log-probabilities",
+        reference=entropy_rate,
+        cases=(
+            Case("the worked example in the docstring",
+                 lambda: ([-3 * math.log(2), -3 * math.log(2)], [1, 5])),
+            Case("stories of very different lengths", _rate_case(4, 50)),
+            Case("many stories", _rate_case(5, 2000)),
+            Case("500 stories of the tiny StoryWorld", _tiny_storyworld_case(6, 500)),
+        ),
+        hint="divide the mean of -logprobs by the mean of the lengths (a ratio of means), then "
+             "convert nats to bits; the standard error uses sd(a - H b) with ddof=1",
+    )),
 ]
 
-WRONG = {"bigram_perplexity": _wrong_bigram_perplexity, "entropy_bits": _wrong_entropy_bits}
+WRONG = {"bigram_perplexity": _wrong_bigram_perplexity, "entropy_bits": _wrong_entropy_bits,
+         "entropy_rate": _wrong_entropy_rate}
