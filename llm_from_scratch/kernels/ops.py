@@ -1,0 +1,563 @@
+"""Numba twins of the hot ops in ``llm_from_scratch.ops``.
+
+Each function here has the same name, signature, cache layout and results (to float
+rounding) as its plain numpy reference in ``llm_from_scratch.ops``, which is the version the
+book teaches and the one to read first. A cache made by either module can be passed to
+either backward. The ops without a twin are re-exported unchanged, so this module is a
+drop-in replacement: ``from llm_from_scratch.kernels import ops``.
+
+Twins: ``layernorm_forward/backward``, ``softmax_forward/backward``,
+``cross_entropy_forward/backward`` (a fused log-softmax + loss that never writes the (N, V)
+probabilities in the forward pass), ``gelu_forward/backward`` and ``embedding_backward``.
+
+How they are fast:
+
+- every kernel sees a contiguous ``(N, C)`` array (leading dimensions flattened into rows)
+  and splits the rows among numba's threads with ``prange``;
+- fastmath lets LLVM reorder the sums along a row, so they vectorise. We enable every
+  fastmath flag except "no NaNs" and "no infinities" (masked logits are often -inf, and those
+  two flags would let the compiler assume they cannot be), and loops without a sum also go
+  without reassociation, which can undo a careful order of operations;
+- each kernel fuses the several passes numpy makes over memory into one or two;
+- ``exp`` is ``vexp`` below, a range reduction and a polynomial that LLVM vectorises; numba's
+  own ``math.exp`` is a scalar libm call (there is no SVML here), ~4x slower per element;
+- a row maximum keeps eight independent running maxima, so it is not one long chain of
+  dependent compares;
+- the tanh-form GELU is computed as ``x * sigmoid(2u)``, which equals
+  ``0.5 x (1 + tanh(u))``: numba has no vectorised ``tanh``, and one ``exp`` in a fused
+  loop beats numpy's chain of eight ufunc passes (it also avoids the cancellation in
+  ``1 + tanh(u)`` for very negative x);
+- the embedding backward is a plain sequential loop of row additions, which is what
+  ``np.add.at`` should be but is not (it is ~60x slower). Sequential order also makes the
+  result bit-identical to the numpy reference.
+
+Reductions inside a row (means, sums of exponentials, the LayerNorm ``dw``/``db`` partials)
+are accumulated in float64 even for float32 inputs; outputs keep the input dtype. Kernels are
+compiled once per dtype and cached on disk (``cache=True``), so the first call of a new
+session costs a file read, not a compile.
+
+Left out: a fused attention kernel (its own module), multi-threaded embedding backward
+(per-thread tables would cost V*C memory each for a few microseconds of gain), float16.
+
+Reference: A. Karpathy, llm.c ``dev/cuda`` (a naive reference beside each fast kernel, and a
+test holding them together); numba documentation, "Automatic parallelization with @jit".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from llm_from_scratch.ops import (  # noqa: F401  (re-exported: ops without a numba twin)
+    GELU_A,
+    GELU_K,
+    _check_cross_entropy,
+    _check_float,
+    _check_gelu,
+    _check_layernorm,
+    _check_mask,
+    dropout_backward,
+    dropout_forward,
+    embedding_forward,
+    linear_backward,
+    linear_forward,
+    log_softmax_backward,
+    log_softmax_forward,
+    relu_backward,
+    relu_forward,
+    residual_backward,
+    residual_forward,
+    tanh_backward,
+    tanh_forward,
+)
+
+__all__ = [
+    "linear_forward", "linear_backward",
+    "embedding_forward", "embedding_backward",
+    "relu_forward", "relu_backward",
+    "tanh_forward", "tanh_backward",
+    "gelu_forward", "gelu_backward",
+    "softmax_forward", "softmax_backward",
+    "log_softmax_forward", "log_softmax_backward",
+    "cross_entropy_forward", "cross_entropy_backward",
+    "layernorm_forward", "layernorm_backward",
+    "dropout_forward", "dropout_backward",
+    "residual_forward", "residual_backward",
+]
+
+# Dimension letters, the same in every shape comment of this file (as in llm_from_scratch.ops):
+#   C  channels (features)     V  vocabulary size, or the size of the axis a softmax normalises
+#   N  rows: the product of all leading dimensions, B*T for a (B, T, C) tensor
+#   P  row chunks of the LayerNorm backward, each with its own dw/db partial sums
+#   "..." stands for any leading dimensions, e.g. (B, T).
+
+# fastmath without "nnan" and "ninf": reductions may be reordered, -inf and NaN stay meaningful
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+# Loops without a reduction vectorise without "reassoc", and are safer without it: it lets
+# LLVM rewrite (x - xmax) - logsum as x - (xmax + logsum), which in float32 rounds logsum to
+# ~1e-3 when the logits are near 1e4.
+FASTMATH_ELEMENTWISE = {"nsz", "arcp", "contract", "afn"}
+
+# The LayerNorm backward sums dw and db over rows in this many chunks, in parallel. A fixed
+# number (not the thread count) keeps the result the same on every machine.
+LAYERNORM_CHUNKS = 8
+
+
+# ----------------------------------------------------------------------------------------
+# a vectorisable exp
+
+# exp(x) = 2^k * exp(r) with k = round(x / ln 2) and |r| <= ln(2) / 2. ln 2 is split in two
+# (Cody-Waite) so that x - k ln 2 is exact to float32 precision; exp(r) is Cephes' degree-5
+# minimax polynomial (S. L. Moshier, Cephes Math Library, expf.c); 2^k is built by writing
+# k + 127 into the exponent bits of a float32. It is split as 2^k1 * 2^k2 so that results
+# down in the subnormal range (x near -104) come out right instead of flushing to 0.
+_F = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
+_EXP_P = (_F(1.9875691500e-4), _F(1.3981999507e-3), _F(8.3334519073e-3), _F(4.1665795894e-2),
+          _F(1.6666665459e-1), _F(5.0000001201e-1))
+_EXP_LO, _EXP_HI, _ONE, _HALF = _F(-104.0), _F(88.8), _F(1.0), _F(0.5)
+
+
+def vexp(x):
+    """``exp(x)`` for a scalar, inside numba kernels.
+
+    numba compiles ``math.exp`` to a call into libm, which LLVM cannot vectorise (numba has no
+    SVML vector library here), so a loop of ``math.exp`` runs one element at a time, ~5x
+    slower than numpy's SIMD ``np.exp``. For float32 this function is instead a short chain of
+    multiply-adds and a bit cast that LLVM turns into SIMD code; its relative error is below
+    1e-7 (numpy's float32 exp: 2e-7). float64 uses ``math.exp``. Outside numba it is math.exp.
+
+    >>> vexp(0.0)
+    1.0
+    """
+    return math.exp(x)
+
+
+@overload(vexp, jit_options={"fastmath": False})  # no reassociation: it would undo Cody-Waite
+def _vexp_overload(x):
+    if not (isinstance(x, types.Float) and x.bitwidth == 32):
+        return lambda x: math.exp(x)
+
+    def vexp_float32(x):
+        x = min(max(x, _EXP_LO), _EXP_HI)  # below -104 exp is 0 in float32, above 88.8 inf
+        k = math.floor(x * _LOG2E + _HALF)  # round(x / ln 2)
+        r = x - k * _LN2_HI - k * _LN2_LO  # |r| <= ln(2) / 2
+        p = ((((_EXP_P[0] * r + _EXP_P[1]) * r + _EXP_P[2]) * r + _EXP_P[3]) * r + _EXP_P[4]) * r + _EXP_P[5]
+        p = p * r * r + r + _ONE  # exp(r)
+        k1 = np.int32(k) >> 1
+        k2 = np.int32(k) - k1
+        two_k1 = np.int32((k1 + 127) << 23).view(np.float32)  # 2^k1 from its exponent bits
+        two_k2 = np.int32((k2 + 127) << 23).view(np.float32)  # 2^k2
+        return p * two_k1 * two_k2
+
+    return vexp_float32
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as a contiguous ``(N, last)`` array (a view when ``a`` is already contiguous)."""
+    return np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+# ----------------------------------------------------------------------------------------
+# LayerNorm
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _layernorm_forward_rows(x, w, b, eps, out, mean, rstd):
+    N, C = x.shape
+    for i in prange(N):
+        m = 0.0
+        for c in range(C):
+            m += x[i, c]
+        m /= C
+        v = 0.0
+        for c in range(C):
+            d = x[i, c] - m
+            v += d * d
+        s = 1.0 / math.sqrt(v / C + eps)
+        for c in range(C):
+            out[i, c] = (x[i, c] - m) * s * w[c] + b[c]
+        mean[i] = m
+        rstd[i] = s
+
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _layernorm_backward_rows(dout, x, w, mean, rstd, dx, dw_parts, db_parts):
+    # in the forward pass this was: out[i, c] = (x[i, c] - m) * s * w[c] + b[c], so now
+    # dx = s * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) with dnorm = dout * w
+    N, C = x.shape
+    P = dw_parts.shape[0]
+    for p in prange(P):
+        for i in range(p * N // P, (p + 1) * N // P):
+            m = mean[i]
+            s = rstd[i]
+            dnorm_mean = 0.0
+            dnorm_norm_mean = 0.0
+            for c in range(C):
+                norm = (x[i, c] - m) * s
+                dnorm = dout[i, c] * w[c]
+                dnorm_mean += dnorm
+                dnorm_norm_mean += dnorm * norm
+                db_parts[p, c] += dout[i, c]
+                dw_parts[p, c] += dout[i, c] * norm
+            dnorm_mean /= C
+            dnorm_norm_mean /= C
+            for c in range(C):
+                norm = (x[i, c] - m) * s
+                dx[i, c] = s * (dout[i, c] * w[c] - dnorm_mean - norm * dnorm_norm_mean)
+
+
+def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5):
+    """Numba twin of ``llm_from_scratch.ops.layernorm_forward`` (same cache ``(x, w, mean, rstd)``).
+
+    >>> out, cache = layernorm_forward(np.array([[1.0, 3.0]]), np.array([2.0, 1.0]), np.array([0.0, 10.0]))
+    >>> out.round(4)
+    array([[-2., 11.]])
+    """
+    _check_layernorm(x, w, b)
+    x2 = _rows(x)  # (N, C)
+    N = x2.shape[0]
+    out = np.empty_like(x2)  # (N, C)
+    mean = np.empty(N, dtype=x.dtype)  # (N,)
+    rstd = np.empty(N, dtype=x.dtype)  # (N,)
+    _layernorm_forward_rows(x2, np.ascontiguousarray(w), np.ascontiguousarray(b), float(eps), out, mean, rstd)
+    lead = x.shape[:-1] + (1,)
+    return out.reshape(x.shape), (x, w, mean.reshape(lead), rstd.reshape(lead))
+
+
+def layernorm_backward(dout: np.ndarray, cache):
+    """Numba twin of ``llm_from_scratch.ops.layernorm_backward``: returns ``(dx, dw, db)``.
+
+    >>> _, cache = layernorm_forward(np.array([[1.0, 3.0]]), np.array([2.0, 1.0]), np.array([0.0, 10.0]))
+    >>> dx, dw, db = layernorm_backward(np.array([[1.0, 1.0]]), cache)
+    >>> dw.round(4), db
+    (array([-1.,  1.]), array([1., 1.]))
+    """
+    x, w, mean, rstd = cache
+    C = x.shape[-1]
+    x2 = _rows(x)  # (N, C)
+    dout2 = _rows(dout)  # (N, C)
+    N = x2.shape[0]
+    P = min(LAYERNORM_CHUNKS, N)
+    dx = np.empty_like(x2)  # (N, C)
+    dw_parts = np.zeros((P, C))  # (P, C) float64 partial sums
+    db_parts = np.zeros((P, C))  # (P, C) float64 partial sums
+    _layernorm_backward_rows(dout2, x2, np.ascontiguousarray(w), np.ascontiguousarray(mean).reshape(-1),
+                             np.ascontiguousarray(rstd).reshape(-1), dx, dw_parts, db_parts)
+    dw = dw_parts.sum(axis=0).astype(x.dtype)  # (C,)
+    db = db_parts.sum(axis=0).astype(x.dtype)  # (C,)
+    return dx.reshape(x.shape), dw, db
+
+
+# ----------------------------------------------------------------------------------------
+# softmax
+
+@njit(fastmath=FASTMATH, cache=True)
+def _row_max(x, i):
+    # Eight independent running maxima. A single running max is a chain of dependent compares
+    # that LLVM does not vectorise (~0.45 ns per element here); eight chains run side by side
+    # (~0.13 ns per element, faster than numpy's x.max(axis=-1)).
+    V = x.shape[1]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[i, 0]
+    j = 0
+    while j + 8 <= V:
+        m0 = max(m0, x[i, j])
+        m1 = max(m1, x[i, j + 1])
+        m2 = max(m2, x[i, j + 2])
+        m3 = max(m3, x[i, j + 3])
+        m4 = max(m4, x[i, j + 4])
+        m5 = max(m5, x[i, j + 5])
+        m6 = max(m6, x[i, j + 6])
+        m7 = max(m7, x[i, j + 7])
+        j += 8
+    for j in range(j, V):
+        m0 = max(m0, x[i, j])
+    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _softmax_rows(x, out):
+    N, V = x.shape
+    for i in prange(N):
+        xmax = _row_max(x, i)
+        s = 0.0
+        for j in range(V):
+            e = vexp(x[i, j] - xmax)
+            out[i, j] = e
+            s += e
+        inv = x.dtype.type(1.0 / s)  # in x's dtype, so the loop below stays float32 for float32
+        for j in range(V):
+            out[i, j] *= inv
+
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _masked_softmax_rows(x, mask, out):
+    N, V = x.shape
+    for i in prange(N):
+        kept = False
+        xmax = x[i, 0]
+        for j in range(V):
+            if mask[i, j] and (not kept or x[i, j] > xmax):
+                xmax = x[i, j]
+                kept = True
+        if not kept:  # every entry excluded: zeros, not NaN
+            for j in range(V):
+                out[i, j] = 0.0
+            continue
+        s = 0.0
+        for j in range(V):
+            e = vexp(x[i, j] - xmax) if mask[i, j] else 0.0
+            out[i, j] = e
+            s += e
+        inv = x.dtype.type(1.0 / s)
+        for j in range(V):
+            out[i, j] *= inv
+
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _softmax_backward_rows(dout, p, dx):
+    # in the forward pass this was: out[i, j] = exp(x[i, j] - xmax) / s, so now
+    N, V = p.shape
+    for i in prange(N):
+        dot = 0.0
+        for j in range(V):
+            dot += dout[i, j] * p[i, j]
+        dot = p.dtype.type(dot)
+        for j in range(V):
+            dx[i, j] = p[i, j] * (dout[i, j] - dot)
+
+
+def softmax_forward(x: np.ndarray, mask: np.ndarray | None = None):
+    """Numba twin of ``llm_from_scratch.ops.softmax_forward`` (same mask rule, cache ``out``).
+
+    A mask is broadcast to ``x.shape`` and copied (one byte per entry) before the kernel runs.
+
+    >>> out, cache = softmax_forward(np.log(np.array([[1.0, 3.0], [2.0, 2.0]])))
+    >>> out.round(12)
+    array([[0.25, 0.75],
+           [0.5 , 0.5 ]])
+    """
+    _check_float("x", x)
+    x2 = _rows(x)  # (N, V)
+    out = np.empty_like(x2)  # (N, V)
+    if mask is None:
+        _softmax_rows(x2, out)
+    else:
+        mask2 = _rows(_check_mask(mask, x.shape))  # (N, V)
+        _masked_softmax_rows(x2, mask2, out)
+    out = out.reshape(x.shape)  # (..., V)
+    return out, out
+
+
+def softmax_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """Numba twin of ``llm_from_scratch.ops.softmax_backward``: ``dx = p * (dout - sum(dout * p))``.
+
+    >>> _, cache = softmax_forward(np.log(np.array([[1.0, 3.0]])))
+    >>> softmax_backward(np.array([[1.0, 0.0]]), cache).round(12)
+    array([[ 0.1875, -0.1875]])
+    """
+    p = cache
+    p2 = _rows(p)  # (N, V)
+    dx = np.empty_like(p2)  # (N, V)
+    _softmax_backward_rows(_rows(dout), p2, dx)
+    return dx.reshape(p.shape)
+
+
+# ----------------------------------------------------------------------------------------
+# cross-entropy (fused log-softmax + loss)
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _cross_entropy_rows(x, xmax, logsum, xmean):
+    N, V = x.shape
+    for i in prange(N):
+        m = _row_max(x, i)
+        s = 0.0
+        total = 0.0
+        for j in range(V):
+            s += vexp(x[i, j] - m)
+            total += x[i, j]
+        xmax[i] = m
+        logsum[i] = math.log(s)  # lse - xmax
+        xmean[i] = total / V
+
+
+@njit(fastmath=FASTMATH_ELEMENTWISE, parallel=True, cache=True)
+def _cross_entropy_backward_rows(x, t, ignore_index, eps, xmax, logsum, scale, dx):
+    # in the forward pass this was: loss = mean over counted rows of -sum_j y_ij log p_ij, so now
+    # dx = (p - y) * dloss / n, with p recomputed as exp((x - xmax) - logsum)
+    N, V = x.shape
+    eps_v = x.dtype.type(eps / V)  # scalars in x's dtype keep the loop in float32 for float32
+    on_target = x.dtype.type(1.0 - eps)
+    scale = x.dtype.type(scale)
+    for i in prange(N):
+        if t[i] == ignore_index:
+            for j in range(V):
+                dx[i, j] = 0.0
+            continue
+        m = xmax[i]
+        ls = logsum[i]
+        for j in range(V):
+            dx[i, j] = (vexp((x[i, j] - m) - ls) - eps_v) * scale
+        dx[i, t[i]] = (vexp((x[i, t[i]] - m) - ls) - eps_v - on_target) * scale
+
+
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = -100,
+                          label_smoothing: float = 0.0):
+    """Numba twin of ``llm_from_scratch.ops.cross_entropy_forward`` (same cache).
+
+    One pass per row finds the max, a second sums the exponentials and the logits; the (N, V)
+    probabilities are never written (backward recomputes them from the cached per-row ``xmax``
+    and ``logsum``). The per-row losses, O(N) work, are then computed as in the reference.
+
+    >>> loss, cache = cross_entropy_forward(np.zeros((2, 4)), np.array([1, -100]))
+    >>> round(float(loss), 6)  # log 4
+    1.386294
+    """
+    _check_cross_entropy(logits, targets, ignore_index, label_smoothing)
+    x = _rows(logits)  # (N, V)
+    t = np.ascontiguousarray(targets).reshape(-1).astype(np.int64, copy=False)  # (N,)
+    N = x.shape[0]
+    xmax = np.empty(N, dtype=x.dtype)  # (N,)
+    logsum = np.empty(N, dtype=x.dtype)  # (N,)
+    xmean = np.empty(N, dtype=x.dtype)  # (N,)
+    _cross_entropy_rows(x, xmax, logsum, xmean)
+    # the (N,)-sized rest, in numpy and in the reference's order of operations
+    valid = t != ignore_index  # (N,)
+    nll = logsum - (x[np.arange(N), np.where(valid, t, 0)] - xmax)  # (N,) lse - x[t_i]
+    per_row = nll  # (N,)
+    if label_smoothing > 0:
+        per_row = (1 - label_smoothing) * nll + label_smoothing * (logsum - (xmean - xmax))  # (N,)
+    n = int(valid.sum())
+    loss = x.dtype.type(per_row[valid].sum() / n if n else 0.0)
+    return loss, (logits, targets, xmax, logsum, ignore_index, label_smoothing)
+
+
+def cross_entropy_backward(dloss, cache) -> np.ndarray:
+    """Numba twin of ``llm_from_scratch.ops.cross_entropy_backward``: ``dloss * (p - y) / n``.
+
+    >>> _, cache = cross_entropy_forward(np.zeros((2, 4)), np.array([1, -100]))
+    >>> cross_entropy_backward(1.0, cache)
+    array([[ 0.25, -0.75,  0.25,  0.25],
+           [ 0.  ,  0.  ,  0.  ,  0.  ]])
+    """
+    logits, targets, xmax, logsum, ignore_index, eps = cache
+    if np.ndim(dloss) != 0:
+        raise ValueError(f"dloss must be a scalar (the loss is a mean), got shape {np.shape(dloss)}")
+    x = _rows(logits)  # (N, V)
+    t = np.ascontiguousarray(targets).reshape(-1).astype(np.int64, copy=False)  # (N,)
+    n = max(int(np.count_nonzero(t != ignore_index)), 1)
+    dx = np.empty_like(x)  # (N, V)
+    _cross_entropy_backward_rows(x, t, int(ignore_index), float(eps), np.ascontiguousarray(xmax).reshape(-1),
+                                 np.ascontiguousarray(logsum).reshape(-1), float(dloss) / n, dx)
+    return dx.reshape(logits.shape)
+
+
+# ----------------------------------------------------------------------------------------
+# GELU
+
+@njit(fastmath=FASTMATH_ELEMENTWISE, parallel=True, cache=True)
+def _gelu_tanh_forward(x, out, k2, a):
+    # 0.5 * x * (1 + tanh(u)) == x * sigmoid(2u), with 2u = k2 * (x + a x^3) and k2 = 2 sqrt(2/pi)
+    one = x.dtype.type(1.0)
+    for i in prange(x.size):
+        v = x[i]
+        out[i] = v / (one + vexp(-k2 * (v + a * v * v * v)))
+
+
+@njit(fastmath=FASTMATH_ELEMENTWISE, parallel=True, cache=True)
+def _gelu_tanh_backward(dout, x, dx, k2, a):
+    # in the forward pass this was: out = x * s with s = sigmoid(2u), so now
+    # d/dx [x s] = s + x * s (1 - s) * 2 du/dx, where 2 du/dx = k2 (1 + 3 a x^2)
+    one = x.dtype.type(1.0)
+    three = x.dtype.type(3.0)
+    for i in prange(x.size):
+        v = x[i]
+        s = one / (one + vexp(-k2 * (v + a * v * v * v)))
+        dx[i] = dout[i] * (s + v * s * (one - s) * k2 * (one + three * a * v * v))
+
+
+@njit(fastmath=FASTMATH_ELEMENTWISE, parallel=True, cache=True)
+def _gelu_erf_forward(x, out):
+    for i in prange(x.size):
+        v = x[i]
+        out[i] = v * 0.5 * (1.0 + math.erf(v * 0.7071067811865476))  # 1/sqrt(2)
+
+
+@njit(fastmath=FASTMATH_ELEMENTWISE, parallel=True, cache=True)
+def _gelu_erf_backward(dout, x, dx):
+    # in the forward pass this was: out = x * Phi(x), so now dx = dout * (Phi(x) + x phi(x))
+    minus_half = x.dtype.type(-0.5)  # in x's dtype, so vexp takes its float32 path for float32
+    for i in prange(x.size):
+        v = x[i]
+        cdf = 0.5 * (1.0 + math.erf(v * 0.7071067811865476))  # Phi(x)
+        pdf = vexp(minus_half * v * v) * 0.3989422804014327  # phi(x), 1/sqrt(2 pi)
+        dx[i] = dout[i] * (cdf + v * pdf)
+
+
+def gelu_forward(x: np.ndarray, approximate: str = "none"):
+    """Numba twin of ``llm_from_scratch.ops.gelu_forward`` (same cache ``(x, approximate)``).
+
+    >>> gelu_forward(np.array([0.0, 1.0, -1.0]))[0].round(4)
+    array([ 0.    ,  0.8413, -0.1587])
+    >>> gelu_forward(np.array([0.0, 1.0, -1.0]), approximate="tanh")[0].round(4)
+    array([ 0.    ,  0.8412, -0.1588])
+    """
+    _check_gelu(x, approximate)
+    x1 = np.ascontiguousarray(x).reshape(-1)  # (N*C,)
+    out = np.empty_like(x1)  # (N*C,)
+    if approximate == "tanh":
+        _gelu_tanh_forward(x1, out, x.dtype.type(2 * GELU_K), x.dtype.type(GELU_A))
+    else:
+        _gelu_erf_forward(x1, out)
+    return out.reshape(x.shape), (x, approximate)
+
+
+def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """Numba twin of ``llm_from_scratch.ops.gelu_backward``.
+
+    >>> _, cache = gelu_forward(np.array([0.0, 1.0, -1.0]))
+    >>> gelu_backward(np.array([1.0, 1.0, 1.0]), cache).round(4)  # Phi(x) + x phi(x)
+    array([ 0.5   ,  1.0833, -0.0833])
+    """
+    x, approximate = cache
+    x1 = np.ascontiguousarray(x).reshape(-1)  # (N*C,)
+    dout1 = np.ascontiguousarray(dout).reshape(-1)  # (N*C,)
+    dx = np.empty_like(x1)  # (N*C,)
+    if approximate == "tanh":
+        _gelu_tanh_backward(dout1, x1, dx, x.dtype.type(2 * GELU_K), x.dtype.type(GELU_A))
+    else:
+        _gelu_erf_backward(dout1, x1, dx)
+    return dx.reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------------------
+# embedding backward
+
+@njit(cache=True)
+def _embedding_scatter_add(idx, dout, dwte):
+    # in the forward pass this was: out[i] = wte[idx[i]], so now each dout row is added to its table row
+    N, C = dout.shape
+    for i in range(N):
+        row = idx[i]
+        for c in range(C):
+            dwte[row, c] += dout[i, c]
+
+
+def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """Numba twin of ``llm_from_scratch.ops.embedding_backward`` (the cache of ``embedding_forward``).
+
+    Rows are added in order, as ``np.add.at`` does, so the result is bit-identical.
+
+    >>> _, cache = embedding_forward(np.array([[2, 0, 2]]), np.zeros((3, 2)))
+    >>> embedding_backward(np.array([[[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]]), cache)
+    array([[2., 2.],
+           [0., 0.],
+           [4., 4.]])
+    """
+    idx, V = cache
+    dout2 = _rows(dout)  # (N, C)
+    dwte = np.zeros((V, dout2.shape[1]), dtype=dout.dtype)  # (V, C)
+    _embedding_scatter_add(np.ascontiguousarray(idx).reshape(-1), dout2, dwte)
+    return dwte

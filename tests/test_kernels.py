@@ -1,0 +1,229 @@
+"""The numba twins in ``llm_from_scratch.kernels.ops`` give the numpy reference's results.
+
+Each twin is run beside its reference in float32 and float64 on several shapes (one row, odd
+sizes, sizes that are not multiples of the SIMD width) and compared output by output,
+gradient by gradient. float32 tolerances are a few ulps (fastmath reorders sums); float64
+ones are ~1e-12. Caches are interchangeable, so a twin's backward is also run on the
+reference's cache.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from numba import njit
+
+from llm_from_scratch import ops
+from llm_from_scratch.kernels import ops as kops
+from llm_from_scratch.testing import assert_close
+
+DTYPES = [np.float32, np.float64]
+SHAPES = [(1, 7), (3, 5), (2, 3, 33), (37, 130)]  # (..., C) or (..., V)
+TOL = {np.float32: 1e-6, np.float64: 1e-12}
+
+
+def same(actual, expected, dtype, name):
+    """Twin vs reference: ``|actual - expected| <= tol * (|expected| + max(1, max|expected|))``."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} vs {expected.dtype}"
+    tol = TOL[dtype]
+    scale = max(1.0, float(np.max(np.abs(expected)))) if np.size(expected) else 1.0
+    assert_close(actual, expected, rtol=tol, atol=tol * scale, name=name)
+
+
+def data(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_twin(rng, shape, dtype):
+    C = shape[-1]
+    x, dout = data(rng, shape, dtype, 3.0) + dtype(2), data(rng, shape, dtype)
+    w, b = data(rng, C, dtype) + dtype(1), data(rng, C, dtype)
+    out, cache = ops.layernorm_forward(x, w, b)
+    kout, kcache = kops.layernorm_forward(x, w, b)
+    same(kout, out, dtype, "out")
+    for name, k, r in zip(("mean", "rstd"), kcache[2:], cache[2:]):
+        assert k.shape == r.shape
+        same(k, r, dtype, name)
+    for grads in (kops.layernorm_backward(dout, kcache), kops.layernorm_backward(dout, cache)):
+        for name, k, r in zip(("dx", "dw", "db"), grads, ops.layernorm_backward(dout, cache)):
+            same(k, r, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_twin(rng, shape, dtype):
+    x, dout = data(rng, shape, dtype, 3.0), data(rng, shape, dtype)
+    out, cache = ops.softmax_forward(x)
+    kout, kcache = kops.softmax_forward(x)
+    same(kout, out, dtype, "softmax")
+    same(kops.softmax_backward(dout, kcache), ops.softmax_backward(dout, cache), dtype, "dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_masked_softmax_twin(rng, shape, dtype):
+    x, dout = data(rng, shape, dtype, 3.0), data(rng, shape, dtype)
+    mask = rng.random(shape[-2:]) < 0.5  # broadcast over the leading dimensions
+    mask[0] = False  # a fully masked row
+    out, cache = ops.softmax_forward(x, mask=mask)
+    kout, kcache = kops.softmax_forward(x, mask=mask)
+    same(kout, out, dtype, "masked softmax")
+    assert not np.any(kout[..., 0, :]), "a fully masked row must be all zeros"
+    same(kops.softmax_backward(dout, kcache), ops.softmax_backward(dout, cache), dtype, "dx")
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 7), (3, 5), (2, 3, 33), (37, 130)])
+def test_cross_entropy_twin(rng, shape, dtype, label_smoothing):
+    logits = data(rng, shape, dtype, 3.0)
+    targets = rng.integers(0, shape[-1], shape[:-1])
+    if targets.size > 1:
+        targets.reshape(-1)[::3] = -100
+    loss, cache = ops.cross_entropy_forward(logits, targets, label_smoothing=label_smoothing)
+    kloss, kcache = kops.cross_entropy_forward(logits, targets, label_smoothing=label_smoothing)
+    assert type(kloss) is type(loss) is dtype, (type(kloss), type(loss))
+    same(np.array(kloss), np.array(loss), dtype, "loss")
+    same(kcache[2], cache[2], dtype, "xmax")
+    same(kcache[3], cache[3], dtype, "logsum")
+    for c in (kcache, cache):
+        same(kops.cross_entropy_backward(0.7, c), ops.cross_entropy_backward(0.7, cache), dtype, "dlogits")
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gelu_twin(rng, shape, dtype, approximate):
+    x, dout = data(rng, shape, dtype, 3.0), data(rng, shape, dtype)
+    out, cache = ops.gelu_forward(x, approximate=approximate)
+    kout, kcache = kops.gelu_forward(x, approximate=approximate)
+    same(kout, out, dtype, "gelu")
+    same(kops.gelu_backward(dout, kcache), ops.gelu_backward(dout, cache), dtype, "dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, V", [((1,), 1), ((3,), 7), ((2, 3), 7), ((4, 65), 50)])
+def test_embedding_backward_twin_is_bit_identical(rng, shape, V, dtype):
+    idx = rng.integers(0, V, shape)  # repeated ids: the scatter-add must accumulate
+    _, cache = ops.embedding_forward(idx, data(rng, (V, 9), dtype))
+    dout = data(rng, shape + (9,), dtype)
+    kd, rd = kops.embedding_backward(dout, cache), ops.embedding_backward(dout, cache)
+    assert kd.dtype == rd.dtype == dtype
+    assert np.array_equal(kd, rd), f"max abs diff {np.max(np.abs(kd - rd))}"
+
+
+def test_twins_accept_non_contiguous_inputs(rng):
+    x = rng.standard_normal((6, 10))[:, ::2]  # (6, 5), strided
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    same(kops.layernorm_forward(x, w, b)[0], ops.layernorm_forward(x, w, b)[0], np.float64, "layernorm")
+    same(kops.softmax_forward(x)[0], ops.softmax_forward(x)[0], np.float64, "softmax")
+    same(kops.gelu_forward(x.T, "tanh")[0], ops.gelu_forward(x.T, "tanh")[0], np.float64, "gelu")
+
+
+def test_twins_do_not_mutate_and_return_fresh_arrays(rng):
+    x, dout = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    w, b = rng.standard_normal(6).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    calls = {
+        "layernorm": (lambda: kops.layernorm_forward(x, w, b), kops.layernorm_backward),
+        "softmax": (lambda: kops.softmax_forward(x), kops.softmax_backward),
+        "gelu": (lambda: kops.gelu_forward(x, "tanh"), kops.gelu_backward),
+    }
+    for name, (forward, backward) in calls.items():
+        out, cache = forward()
+        before = [a.copy() for a in (x, w, b, dout, out)]
+        grads = backward(dout, cache)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        for a, c in zip(before, (x, w, b, dout, out)):
+            assert np.array_equal(a, c), f"{name} backward changed an input"
+        for g in grads:
+            assert not any(np.shares_memory(g, a) for a in (x, w, b, dout, out)), name
+
+
+# ----------------------------------------------------------------------------------------
+# stability and errors, as for the reference
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_twins_huge_and_infinite_logits(dtype):
+    x = np.array([[1e4, -1e4, 0.0, 1e4], [-1e4, -1e4, -1e4, -1e4], [0.0, -np.inf, 1.0, -np.inf]], dtype=dtype)
+    p, cache = kops.softmax_forward(x)
+    same(p, ops.softmax_forward(x)[0], dtype, "softmax")
+    assert np.all(np.isfinite(kops.softmax_backward(np.ones_like(x), cache)))
+    targets = np.array([0, 1, 2])  # losses log 2, log 4 and -log(e / (1 + e)) = log(1 + 1/e)
+    expected = (np.log(2) + np.log(4) + np.log1p(np.exp(-1))) / 3
+    loss, cache = kops.cross_entropy_forward(x, targets)
+    assert loss == pytest.approx(expected, rel=1e-6), loss
+    assert loss == pytest.approx(ops.cross_entropy_forward(x, targets)[0], rel=1e-6)
+    dlogits = kops.cross_entropy_backward(1.0, cache)
+    same(dlogits, ops.cross_entropy_backward(1.0, cache), dtype, "dlogits")
+    assert np.all(np.isfinite(dlogits)) and dlogits[2, 1] == 0 and dlogits[2, 3] == 0
+    # a target whose logit is -inf has infinite loss, as in PyTorch
+    assert np.isinf(kops.cross_entropy_forward(x, np.array([0, 1, 3]))[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_twin_cross_entropy_ignored_targets(rng, dtype):
+    logits = data(rng, (2, 3, 7), dtype)
+    targets = np.array([[1, -100, 2], [-100, 0, 6]])
+    kept = targets != -100
+    loss, cache = kops.cross_entropy_forward(logits, targets)
+    loss_kept, _ = ops.cross_entropy_forward(logits[kept], targets[kept])
+    same(np.array(loss), np.array(loss_kept), dtype, "loss")
+    assert not np.any(kops.cross_entropy_backward(1.0, cache)[~kept])
+    loss, cache = kops.cross_entropy_forward(logits, np.full((2, 3), -100))
+    assert loss == 0.0 and not np.any(kops.cross_entropy_backward(1.0, cache))
+
+
+def test_twins_raise_the_reference_errors():
+    with pytest.raises(ValueError, match=re.escape(
+            "expected targets in [0, 7) or ignore_index -100, got 9 at position (1, 2)")):
+        kops.cross_entropy_forward(np.zeros((2, 3, 7)), np.array([[0, 1, 2], [3, 4, 9]]))
+    with pytest.raises(ValueError, match=re.escape("layernorm: b must have shape (C,) = (5,)")):
+        kops.layernorm_forward(np.zeros((2, 5)), np.ones(5), np.zeros(4))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        kops.softmax_forward(np.zeros((3, 7)), mask=np.ones((7, 3), dtype=bool))
+    with pytest.raises(ValueError, match="approximate must be"):
+        kops.gelu_forward(np.zeros(3), approximate="erf")
+
+
+def test_twin_module_is_a_drop_in_replacement():
+    for name in ops.__all__:
+        assert name in kops.__all__ and callable(getattr(kops, name)), name
+
+
+# ----------------------------------------------------------------------------------------
+# the vectorisable exp behind the float32 kernels
+
+@njit  # not cached: a cached test kernel would not notice a change to vexp in another file
+def _vexp_all(x, out):
+    for i in range(x.size):
+        out[i] = kops.vexp(x[i])
+
+
+def test_vexp_float32_accuracy():
+    x = np.concatenate([np.linspace(-104, 89, 200_001), np.linspace(-1, 1, 10_001)]).astype(np.float32)
+    out = np.empty_like(x)
+    _vexp_all(x, out)
+    exact = np.exp(x.astype(np.float64))  # (n,) float64
+    normal = (exact > np.finfo(np.float32).tiny) & (exact < np.finfo(np.float32).max)
+    rel = np.abs(out[normal] - exact[normal]) / exact[normal]
+    assert rel.max() < 2e-7, f"max relative error {rel.max():.3g} at x = {x[normal][np.argmax(rel)]}"
+    subnormal = exact <= np.finfo(np.float32).tiny
+    assert np.max(np.abs(out[subnormal] - exact[subnormal])) < 2e-45  # within one subnormal step
+    assert np.all(np.isinf(out[exact >= np.finfo(np.float32).max]))
+
+
+def test_vexp_special_values():
+    x = np.array([-np.inf, np.inf, np.nan, 0.0, -1e4, 1e4], dtype=np.float32)
+    out = np.empty_like(x)
+    _vexp_all(x, out)
+    assert out[0] == 0 and np.isinf(out[1]) and np.isnan(out[2]) and out[3] == 1 and out[4] == 0
+    assert np.isinf(out[5])
+    x64 = np.array([-745.0, -1.0, 0.5, 700.0])
+    out64 = np.empty_like(x64)
+    _vexp_all(x64, out64)
+    assert np.array_equal(out64, np.exp(x64)), "float64 must be math.exp exactly"
