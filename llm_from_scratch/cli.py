@@ -1,5 +1,8 @@
 """The ``llm-scratch`` command line.
 
+    llm-scratch train --out runs/story [--data storyworld|stdlib|FILE] [--tokenizer char|bpe] [--steps N] ...
+    llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
+
     llm-scratch exercises list                 every exercise, by chapter
     llm-scratch exercises start NAME [--dir D] write a stub to D/NAME.py (never overwrites)
     llm-scratch exercises check NAME [--dir D] import D/NAME.py, run the checks, exit 1 on failure
@@ -15,6 +18,8 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from llm_from_scratch import exercises
 
@@ -84,6 +89,53 @@ def _cmd_check(args) -> int:
     return 0 if report.passed else 1
 
 
+def _cmd_train(args) -> int:
+    from llm_from_scratch.pretrain import bits_per_char, pretrain_gpt
+    from llm_from_scratch.train import TrainConfig, TrainingDiverged
+
+    try:
+        tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, block_size=args.block_size, lr=args.lr,
+                         min_lr=args.lr / 10, warmup_steps=min(args.warmup, args.steps - 1),
+                         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+        run = pretrain_gpt(args.out, data=args.data, n_chars=args.n_chars, tokenizer=args.tokenizer,
+                           vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+                           train_config=tc, kernels=args.kernels, seed=args.seed, resume=args.resume)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    val = run.result.history["val_loss"]
+    if val:
+        print(f"validation loss {val[-1]:.4f} nats/token = {bits_per_char(val[-1], run.chars_per_token):.4f} bits/char")
+    print(f"checkpoint: {args.out}  (sample with: llm-scratch generate {args.out} --prompt ...)")
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from llm_from_scratch.generate import generate
+    from llm_from_scratch.pretrain import load_run
+
+    try:
+        params, config, tok = load_run(args.checkpoint)
+        ids = tok.encode(args.prompt) if args.prompt else []
+        if not ids:
+            raise ValueError("the prompt is empty: give --prompt with at least one character")
+        idx = np.array([ids] * args.num_samples, dtype=np.int64)
+        out = generate(params, config, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                       top_p=args.top_p, greedy=args.greedy, seed=args.seed, use_cache=not args.no_cache,
+                       kernels=args.kernels)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for i, row in enumerate(out):
+        if args.num_samples > 1:
+            print(f"--- sample {i + 1}")
+        print(tok.decode([int(t) for t in row]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-scratch", description="llm-from-scratch command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,6 +148,41 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", help="exercise name (see: llm-scratch exercises list)")
         p.add_argument("--dir", help="your exercises folder (default ./exercises or $LLM_SCRATCH_EXERCISES)")
         p.set_defaults(func=func)
+
+    tr = sub.add_parser("train", help="pretrain a GPT from scratch and write checkpoints")
+    tr.add_argument("--out", required=True, help="output folder: metrics.jsonl, checkpoints, tokenizer.json")
+    tr.add_argument("--data", default="storyworld", help="storyworld, stdlib, or a path to a UTF-8 text file")
+    tr.add_argument("--n-chars", type=int, default=1_000_000, help="characters of training text")
+    tr.add_argument("--tokenizer", default="char", choices=["char", "bpe"])
+    tr.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size")
+    tr.add_argument("--n-layer", type=int, default=4)
+    tr.add_argument("--n-head", type=int, default=4)
+    tr.add_argument("--n-embd", type=int, default=128)
+    tr.add_argument("--block-size", type=int, default=128, help="context length in tokens")
+    tr.add_argument("--batch-size", type=int, default=16)
+    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--warmup", type=int, default=50)
+    tr.add_argument("--eval-every", type=int, default=100)
+    tr.add_argument("--checkpoint-every", type=int, default=200)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    tr.set_defaults(func=_cmd_train)
+
+    ge = sub.add_parser("generate", help="sample text from a checkpoint")
+    ge.add_argument("checkpoint", help="a run folder (uses its latest checkpoint) or a checkpoint folder")
+    ge.add_argument("--prompt", default="\n", help="text to continue")
+    ge.add_argument("--max-new-tokens", type=int, default=200)
+    ge.add_argument("--temperature", type=float, default=1.0)
+    ge.add_argument("--top-k", type=int, default=None)
+    ge.add_argument("--top-p", type=float, default=None)
+    ge.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    ge.add_argument("--num-samples", type=int, default=1)
+    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
+    ge.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    ge.set_defaults(func=_cmd_generate)
     return parser
 
 

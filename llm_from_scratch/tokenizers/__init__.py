@@ -26,3 +26,25 @@ __all__ = [
     "basic_tokenize",
     "train_wordpiece",
 ]
+
+
+def load_tokenizer(path):
+    """Load a tokenizer saved by ``CharTokenizer.save`` or ``ByteBPETokenizer.save``, whichever it is.
+
+    The JSON file's ``"format"`` field says which class wrote it.
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            fmt = json.load(f).get("format")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a tokenizer file written by this package ({exc})") from None
+    for cls in (CharTokenizer, ByteBPETokenizer):
+        if fmt == f"llm_from_scratch.{cls.__name__}":
+            return cls.load(path)
+    raise ValueError(f"{path}: unknown tokenizer format {fmt!r}; expected one written by CharTokenizer.save "
+                     f"or ByteBPETokenizer.save")
+
+
+__all__.append("load_tokenizer")
