@@ -56,3 +56,17 @@ def test_corpus_and_tokenizer_helpers(tmp_path):
         build_tokenizer("words", train)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(tmp_path / "nothing")
+
+
+def test_generate_command_prints_a_continuation(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--steps", "2", *TINY]) == 0
+    capsys.readouterr()
+    args = ["generate", str(out), "--prompt", "Mia", "--max-new-tokens", "12", "--seed", "3", "--kernels", "numpy"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("Mia") and len(first.rstrip("\n")) == 3 + 12
+    assert main(args + ["--no-cache"]) == 0
+    assert capsys.readouterr().out == first  # the cache changes speed, never the text
+    assert main(["generate", str(out), "--prompt", "", "--kernels", "numpy"]) == 2
+    assert "prompt is empty" in capsys.readouterr().err
