@@ -1,10 +1,20 @@
-"""Exercises for chapter 2, from text to numbers."""
+"""Exercises for chapter 2, from text to numbers.
+
+Each reference solution is the package's own tokenizer code (``tokenizers.bpe.merge``,
+``tokenizers.bpe.get_pair_counts`` with the tie-break of ``tokenizers.bpe.train_merges``, and
+``tokenizers.wordpiece.wordpiece_tokenize``), wrapped only to give it the exercise's name and
+signature, so the code the reader rebuilds is the code the tokenizers run. Each wrapper imports
+what it calls inside its body, so its source, copied into a file on its own, still runs.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from llm_from_scratch.exercises import Case, Exercise, register
+
+# ---------------------------------------------------------------------------------------------
+# bpe_merge
 
 
 def bpe_merge(ids, pair, new_id):
@@ -14,17 +24,12 @@ def bpe_merge(ids, pair, new_id):
     left. Return a new list; do not change ``ids``.
 
     Example: ``bpe_merge([1, 2, 3, 1, 2], (1, 2), 256)`` is ``[256, 3, 256]``.
+
+    The reference is the package's ``llm_from_scratch.tokenizers.bpe.merge``.
     """
-    out = []
-    i = 0
-    while i < len(ids):
-        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    from llm_from_scratch.tokenizers.bpe import merge
+
+    return merge(ids, pair, new_id)
 
 
 def _wrong_bpe_merge(ids, pair, new_id):
@@ -52,6 +57,56 @@ def _does_not_mutate(fn):
     return "" if ids == [1, 2, 1, 2] else f"the input list was changed to {ids}"
 
 
+# ---------------------------------------------------------------------------------------------
+# most_frequent_pair
+
+
+def most_frequent_pair(words, counts):
+    """The pair of adjacent tokens that BPE merges next.
+
+    ``words[i]`` is a list of token ids that occurs ``counts[i]`` times in the training text.
+    Count every adjacent pair at every position (so ``[7, 7, 7]`` holds ``(7, 7)`` twice),
+    weighted by the count of its word. Return the pair with the highest total as a tuple
+    ``(a, b)``; when several pairs share the highest total, return the smallest one (compare
+    the tuples: ``(1, 9)`` before ``(2, 0)``). Return ``None`` if no word has two tokens.
+
+    Example: words ``[[1, 2, 3], [3, 1, 2], [2, 3]]`` with counts ``[1, 1, 2]``: ``(1, 2)``
+    totals 1 + 1 = 2, ``(2, 3)`` totals 1 + 2 = 3, ``(3, 1)`` totals 1, so the answer is
+    ``(2, 3)``. With counts ``[2, 2, 1]`` the totals are 4, 3 and 2: the answer is ``(1, 2)``.
+
+    The reference counts with the package's ``tokenizers.bpe.get_pair_counts`` and breaks
+    ties as ``tokenizers.bpe.train_merges`` does.
+    """
+    from llm_from_scratch.tokenizers.bpe import get_pair_counts
+
+    pair_counts = get_pair_counts(words, counts)  # (int, int) -> int
+    if not pair_counts:
+        return None
+    return min(pair_counts, key=lambda p: (-pair_counts[p], p))  # most frequent, then smallest
+
+
+def _wrong_most_frequent_pair(words, counts):
+    # counts correctly, but a tie goes to the pair seen first, not to the smallest pair
+    pair_counts = {}
+    for ids, n in zip(words, counts):
+        for pair in zip(ids, ids[1:]):
+            pair_counts[pair] = pair_counts.get(pair, 0) + n
+    return max(pair_counts, key=pair_counts.get) if pair_counts else None
+
+
+def _random_pair_case(seed, n_words, vocab):
+    def make():
+        rng = np.random.default_rng(seed)
+        words = [[int(t) for t in rng.integers(0, vocab, rng.integers(1, 8))] for _ in range(n_words)]
+        counts = [int(c) for c in rng.integers(1, 50, n_words)]
+        return (words, counts)
+    return make
+
+
+# ---------------------------------------------------------------------------------------------
+# wordpiece_split
+
+
 def wordpiece_split(word, vocab, unk="[UNK]"):
     """Split one word into WordPiece tokens, greedy longest match first.
 
@@ -60,23 +115,14 @@ def wordpiece_split(word, vocab, unk="[UNK]"):
     whole word becomes ``[unk]`` (a one-element list).
 
     Example: with vocab {"un", "##aff", "##able", "##a"}, "unaffable" -> ["un", "##aff", "##able"].
+
+    The reference is the package's ``llm_from_scratch.tokenizers.wordpiece.wordpiece_tokenize``,
+    which, like BERT, also gives ``[unk]`` for a word longer than 100 characters (the checks
+    use shorter words).
     """
-    pieces = []
-    start = 0
-    while start < len(word):
-        end = len(word)
-        piece = None
-        while end > start:
-            candidate = word[start:end] if start == 0 else "##" + word[start:end]
-            if candidate in vocab:
-                piece = candidate
-                break
-            end -= 1
-        if piece is None:
-            return [unk]
-        pieces.append(piece)
-        start = end
-    return pieces
+    from llm_from_scratch.tokenizers.wordpiece import wordpiece_tokenize
+
+    return wordpiece_tokenize(word, vocab, unk_token=unk)
 
 
 def _wrong_wordpiece_split(word, vocab, unk="[UNK]"):
@@ -113,6 +159,23 @@ EXERCISES = [
         hint="after merging a pair, skip both of its elements (advance by 2)",
     )),
     register(Exercise(
+        name="most_frequent_pair", chapter=2, title="the pair BPE merges next (counts and tie-break)",
+        reference=most_frequent_pair,
+        cases=(
+            Case("the worked example", lambda: ([[1, 2, 3], [3, 1, 2], [2, 3]], [1, 1, 2])),
+            Case("the worked example with counts [2, 2, 1]", lambda: ([[1, 2, 3], [3, 1, 2], [2, 3]], [2, 2, 1])),
+            Case("a tie: the smallest pair wins, not the first seen", lambda: ([[5, 6], [1, 2], [9, 0]], [3, 3, 3])),
+            Case("overlaps count: [7, 7, 7] holds (7, 7) twice", lambda: ([[7, 7, 7], [1, 2]], [1, 1])),
+            Case("weighted: one word seen often beats a pair in many words",
+                 lambda: ([[1, 2], [1, 2, 5], [1, 2], [9, 9, 9]], [1, 1, 1, 2])),
+            Case("no word has two tokens: None", lambda: ([[1], [2], []], [4, 5, 6])),
+            Case("random words over 4 ids (many ties)", _random_pair_case(0, 30, 4)),
+            Case("random words over 40 ids", _random_pair_case(1, 200, 40)),
+        ),
+        hint="add each word's count to every adjacent pair in it, overlaps included; among the "
+             "pairs with the largest total, return the smallest tuple (a, b)",
+    )),
+    register(Exercise(
         name="wordpiece_split", chapter=2, title="WordPiece greedy longest-match-first",
         reference=wordpiece_split,
         cases=(
@@ -121,10 +184,12 @@ EXERCISES = [
             Case("plays", lambda: ("plays", _VOCAB)),
             Case("no piece for 'z' makes the whole word [UNK]", lambda: ("playz", _VOCAB)),
             Case("a single character", lambda: ("a", _VOCAB)),
+            Case("a different unknown token", lambda: ("zap", _VOCAB, "<unk>")),
         ),
         hint="try the longest candidate first and shorten it one character at a time; "
              "continuation pieces start with '##'",
     )),
 ]
 
-WRONG = {"bpe_merge": _wrong_bpe_merge, "wordpiece_split": _wrong_wordpiece_split}
+WRONG = {"bpe_merge": _wrong_bpe_merge, "most_frequent_pair": _wrong_most_frequent_pair,
+         "wordpiece_split": _wrong_wordpiece_split}
