@@ -143,7 +143,7 @@ def _vexp_overload(x):
 
     def vexp_float32(x):
         x = min(max(x, _EXP_LO), _EXP_HI)  # below -104 exp is 0 in float32, above 88.8 inf
-        k = math.floor(x * _LOG2E + _HALF)  # round(x / ln 2)
+        k = np.floor(x * _LOG2E + _HALF)  # round(x / ln 2)
         r = x - k * _LN2_HI - k * _LN2_LO  # |r| <= ln(2) / 2
         p = ((((_EXP_P[0] * r + _EXP_P[1]) * r + _EXP_P[2]) * r + _EXP_P[3]) * r + _EXP_P[4]) * r + _EXP_P[5]
         p = p * r * r + r + _ONE  # exp(r)

@@ -12,6 +12,8 @@ get nearby embedding vectors, so a context never seen in training still gets a s
 prediction. Every backward line is written out below, the whole model is gradient-checked in
 float64 (``tests/test_mlp.py``), and ``train_mlp`` trains it with AdamW.
 
+``mlp_sample`` draws text from a trained model one token at a time.
+
 Left out: Bengio's direct input-to-output connections, dropout, and weight tying; the context is
 a fixed window, so anything more than ``K`` tokens back is invisible to the model.
 
@@ -33,7 +35,7 @@ from llm_from_scratch.optim import AdamW, clip_grad_norm, warmup_cosine
 # V vocabulary size.
 
 __all__ = ["MLPConfig", "init_params", "mlp_forward", "mlp_backward", "context_windows",
-           "evaluate", "train_mlp"]
+           "evaluate", "train_mlp", "mlp_sample"]
 
 
 @dataclass(frozen=True)
@@ -145,14 +147,16 @@ def train_mlp(params, config: MLPConfig, train_tokens: np.ndarray, val_tokens: n
     end) the full validation loss is measured. Returns a history dict with the steps, training
     losses (per step), validation losses (per evaluation) and the wall time.
     """
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     K = config.context
     opt = AdamW(lr=lr, weight_decay=weight_decay)
     history = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "seconds": 0.0}
     start = time.perf_counter()
-    bar = tqdm(range(steps), disable=not progress, desc="MLP", mininterval=1.0)
+    if progress:
+        from tqdm.auto import tqdm  # imported only when asked for: it warns in a notebook without ipywidgets
+        bar = tqdm(range(steps), desc="MLP", mininterval=1.0)
+    else:
+        bar = range(steps)
     for step in bar:
         positions = rng.integers(K, len(train_tokens), batch_size)
         x, y = context_windows(train_tokens, K, positions)
@@ -166,6 +170,38 @@ def train_mlp(params, config: MLPConfig, train_tokens: np.ndarray, val_tokens: n
         if (step + 1) % eval_every == 0 or step == steps - 1:
             history["val_step"].append(step + 1)
             history["val_loss"].append(evaluate(params, val_tokens, K))
-            bar.set_postfix(train=f"{float(loss):.3f}", val=f"{history['val_loss'][-1]:.3f}")
+            if progress:
+                bar.set_postfix(train=f"{float(loss):.3f}", val=f"{history['val_loss'][-1]:.3f}")
     history["seconds"] = time.perf_counter() - start
     return history
+
+
+def mlp_sample(params, prompt, n: int, rng: np.random.Generator, temperature: float = 1.0) -> list[int]:
+    """Sample ``n`` token ids after ``prompt``, one at a time, each from the model's distribution
+    given the ``K`` tokens before it.
+
+    ``prompt`` (token ids) must hold at least ``K`` tokens; for StoryWorld, ``K`` newlines are a
+    natural start, since a story begins after a newline. ``temperature`` divides the logits
+    (1.0 samples the model's own distribution, smaller values sharpen it). The same ``rng`` seed
+    gives the same text.
+
+    >>> cfg = MLPConfig(vocab_size=5, context=3, n_embd=2, n_hidden=4)
+    >>> out = mlp_sample(init_params(cfg), [0, 0, 0], 6, np.random.default_rng(0))
+    >>> len(out), all(0 <= t < 5 for t in out)
+    (6, True)
+    """
+    wte = params["wte.weight"]                                   # (V, C)
+    K = params["hidden.weight"].shape[0] // wte.shape[1]
+    out = [int(t) for t in prompt]
+    if len(out) < K:
+        raise ValueError(f"the prompt must hold at least K={K} token ids (the model's context), got {len(out)}; "
+                         f"pad it on the left, e.g. with newlines")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    for _ in range(n):
+        idx = np.array([out[-K:]], dtype=np.int64)               # (1, K)
+        logits, _, _ = mlp_forward(params, idx)                  # (1, V)
+        z = logits[0].astype(np.float64) / temperature           # (V,)
+        p = np.exp(z - z.max())                                  # (V,)
+        out.append(int(rng.choice(p.size, p=p / p.sum())))
+    return out[len(prompt):]
