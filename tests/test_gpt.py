@@ -192,6 +192,25 @@ def test_numba_option_routes_attention_through_the_kernel(monkeypatch):
     assert_close(loss, gpt_forward(params, TINY, idx, targets)[1], rtol=1e-12, name="loss")
 
 
+def test_numba_option_routes_every_linear_layer_through_the_twin(monkeypatch):
+    # the attention's c_attn and c_proj too (attention.mha_forward would call the numpy ones)
+    from llm_from_scratch.kernels import ops as kops
+
+    calls = []
+    for name in ("linear_forward", "linear_backward"):
+        original = getattr(kops, name)
+        monkeypatch.setattr(kops, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    params = _random_params(TINY, seed=7)
+    idx, targets = _batch(np.random.default_rng(6), TINY, B=2, T=5)
+    _, loss, cache = gpt_forward(params, TINY, idx, targets, kernels="numba")
+    grads = gpt_backward(cache)
+    per_pass = 4 * TINY.n_layer + 1  # c_attn, attn c_proj, c_fc, mlp c_proj per block; the head
+    assert calls == ["linear_forward"] * per_pass + ["linear_backward"] * per_pass
+    ref_grads = gpt_backward(gpt_forward(params, TINY, idx, targets)[2])
+    assert_close(grads["transformer.wte.weight"], ref_grads["transformer.wte.weight"], rtol=1e-10, atol=1e-12,
+                 name="gradient of the tied wte")
+
+
 # ----------------------------------------------------------------------------------------
 # errors
 

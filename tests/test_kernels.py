@@ -54,6 +54,63 @@ def test_layernorm_twin(rng, shape, dtype):
             same(k, r, dtype, name)
 
 
+# (x shape, OC): one row, one output, odd sizes, more rows than threads and fewer
+LINEAR_SHAPES = [((1, 7), 1), ((3, 5), 4), ((2, 3, 33), 17), ((37, 130), 3), ((64, 16), 96)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, OC", LINEAR_SHAPES)
+@pytest.mark.parametrize("layout", ["w", "w.T", "no bias"])
+def test_linear_twin(rng, shape, OC, dtype, layout):
+    # "w.T": the weight is a transposed view, as the tied head's wte.T (V, C) -> (C, V)
+    x, dout = data(rng, shape, dtype), data(rng, shape[:-1] + (OC,), dtype)
+    w = data(rng, (shape[-1], OC), dtype) if layout != "w.T" else data(rng, (OC, shape[-1]), dtype).T
+    b = None if layout == "no bias" else data(rng, OC, dtype)
+    out, cache = ops.linear_forward(x, w, b)
+    kout, kcache = kops.linear_forward(x, w, b)
+    assert kout.shape == out.shape
+    same(kout, out, dtype, "out")
+    expected = ops.linear_backward(dout, cache)
+    for c in (kcache, cache):
+        grads = kops.linear_backward(dout, c)
+        for name, k, r in zip(("dx", "dw", "db"), grads, expected):
+            if r is None:
+                assert k is None, name
+                continue
+            assert k.shape == r.shape, name
+            same(k, r, dtype, name)
+
+
+def test_linear_twin_threads_and_blas(rng, monkeypatch):
+    # the same numbers on one numba thread and on several, OpenBLAS's own thread count left as
+    # it was, and the numpy reference's results where numpy's OpenBLAS is not found
+    import numba
+
+    x, w, b = data(rng, (50, 24), np.float32), data(rng, (24, 40), np.float32), data(rng, 40, np.float32)
+    dout = data(rng, (50, 40), np.float32)
+    threads = numba.get_num_threads()
+    results = []
+    for n in sorted({1, threads}):
+        numba.set_num_threads(n)
+        try:
+            out, cache = kops.linear_forward(x, w, b)
+            results.append((out, *kops.linear_backward(dout, cache)))
+        finally:
+            numba.set_num_threads(threads)
+    for a, r in zip(results[0], results[-1]):
+        same(a, r, np.float32, "1 thread vs all")
+    if kops.BLAS is not None:
+        before = kops.BLAS.get_num_threads()
+        kops.linear_backward(dout, kops.linear_forward(x, w, b)[1])
+        assert kops.BLAS.get_num_threads() == before
+    monkeypatch.setattr(kops, "BLAS", None)
+    out, cache = kops.linear_forward(x, w, b)
+    ref_out, ref_cache = ops.linear_forward(x, w, b)
+    assert np.array_equal(out, ref_out)
+    for k, r in zip(kops.linear_backward(dout, cache), ops.linear_backward(dout, ref_cache)):
+        assert np.array_equal(k, r)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_softmax_twin(rng, shape, dtype):
@@ -132,6 +189,7 @@ def test_twins_do_not_mutate_and_return_fresh_arrays(rng):
         "layernorm": (lambda: kops.layernorm_forward(x, w, b), kops.layernorm_backward),
         "softmax": (lambda: kops.softmax_forward(x), kops.softmax_backward),
         "gelu": (lambda: kops.gelu_forward(x, "tanh"), kops.gelu_backward),
+        "linear": (lambda: kops.linear_forward(x, np.outer(w, b), b), kops.linear_backward),
     }
     for name, (forward, backward) in calls.items():
         out, cache = forward()
@@ -188,6 +246,12 @@ def test_twins_raise_the_reference_errors():
         kops.softmax_forward(np.zeros((3, 7)), mask=np.ones((7, 3), dtype=bool))
     with pytest.raises(ValueError, match="approximate must be"):
         kops.gelu_forward(np.zeros(3), approximate="erf")
+    with pytest.raises(ValueError, match=re.escape("so w must have shape (C, OC) = (5, OC), got (4, 3)")):
+        kops.linear_forward(np.zeros((2, 5)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=re.escape("linear: b must have shape (OC,) = (3,), got (2,)")):
+        kops.linear_forward(np.zeros((2, 5)), np.zeros((5, 3)), np.zeros(2))
+    with pytest.raises(TypeError, match="dtypes differ"):
+        kops.linear_forward(np.zeros((2, 5)), np.zeros((5, 3), dtype=np.float32))
 
 
 def test_twin_module_is_a_drop_in_replacement():

@@ -6,14 +6,19 @@ book teaches and the one to read first. A cache made by either module can be pas
 either backward. The ops without a twin are re-exported unchanged, so this module is a
 drop-in replacement: ``from llm_from_scratch.kernels import ops``.
 
-Twins: ``layernorm_forward/backward``, ``softmax_forward/backward``,
-``cross_entropy_forward/backward`` (a fused log-softmax + loss that never writes the (N, V)
-probabilities in the forward pass), ``gelu_forward/backward`` and ``embedding_backward``.
+Twins: ``linear_forward/backward`` (numpy's own OpenBLAS gemm, run on numba's threads),
+``layernorm_forward/backward``, ``softmax_forward/backward``, ``cross_entropy_forward/backward``
+(a fused log-softmax + loss that never writes the (N, V) probabilities in the forward pass),
+``gelu_forward/backward`` and ``embedding_backward``.
 
 How they are fast:
 
 - every kernel sees a contiguous ``(N, C)`` array (leading dimensions flattened into rows)
   and splits the rows among numba's threads with ``prange``;
+- all of them run on numba's one pool of threads, matrix products included: the linear twins
+  call OpenBLAS single-threaded from each numba thread rather than letting numpy wake
+  OpenBLAS's own pool (two pools spin-waiting on the same cores slow each other down, see the
+  linear section);
 - fastmath lets LLVM reorder the sums along a row, so they vectorise. We enable every
   fastmath flag except "no NaNs" and "no infinities" (masked logits are often -inf, and those
   two flags would let the compiler assume they cannot be), and loops without a sum also go
@@ -37,7 +42,10 @@ compiled once per dtype and cached on disk (``cache=True``), so the first call o
 session costs a file read, not a compile.
 
 Left out: a fused attention kernel (its own module), multi-threaded embedding backward
-(per-thread tables would cost V*C memory each for a few microseconds of gain), float16.
+(per-thread tables would cost V*C memory each for a few microseconds of gain), float16, a
+matrix product of our own (OpenBLAS's runs at ~90% of this machine's peak on these shapes), and
+copy kernels for splitting and merging attention heads (measured: numpy's strided copies were
+twice as fast as a numba loop).
 
 Reference: A. Karpathy, llm.c ``dev/cuda`` (a naive reference beside each fast kernel, and a
 test holding them together); numba documentation, "Automatic parallelization with @jit".
@@ -45,12 +53,16 @@ test holding them together); numba documentation, "Automatic parallelization wit
 
 from __future__ import annotations
 
+import ctypes
 import math
 
+import numba
 import numpy as np
+from llvmlite import binding as llvm
 from numba import njit, prange, types
 from numba.extending import overload
 
+from llm_from_scratch import ops as _reference
 from llm_from_scratch.ops import (  # noqa: F401  (re-exported: ops without a numba twin)
     GELU_A,
     GELU_K,
@@ -59,11 +71,10 @@ from llm_from_scratch.ops import (  # noqa: F401  (re-exported: ops without a nu
     _check_gelu,
     _check_layernorm,
     _check_mask,
+    _check_same_dtype,
     dropout_backward,
     dropout_forward,
     embedding_forward,
-    linear_backward,
-    linear_forward,
     log_softmax_backward,
     log_softmax_forward,
     relu_backward,
@@ -159,6 +170,231 @@ def _vexp_overload(x):
 def _rows(a: np.ndarray) -> np.ndarray:
     """``a`` as a contiguous ``(N, last)`` array (a view when ``a`` is already contiguous)."""
     return np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+
+
+# ----------------------------------------------------------------------------------------
+# linear: numpy's own BLAS, called from numba's threads
+
+# numpy's matmul runs OpenBLAS on OpenBLAS's own threads, and numba's kernels run on numba's
+# (OpenMP) threads: two pools of threads on the same cores, each spin-waiting for a while
+# after its job ends, which is just when the other pool needs the cores. On a busy two-core
+# machine a (2048, 128) @ (128, 384) product ran at 17-25 GFLOP/s on OpenBLAS's two threads
+# and at 106-128 on one. So the twins call the same OpenBLAS gemm, single-threaded, from
+# inside numba kernels: each numba thread multiplies its own block of rows (or of columns),
+# and every parallel part of a training step runs on the one pool. Measured side by side on
+# the GPTs of benchmarks/bench_gpt_train.py with two threads, a training step ran 2-15x faster
+# than with numpy's matmul between the numba kernels (the same speed on one thread).
+#
+# The gemm is looked up in the library numpy itself links (numpy's wheels ship OpenBLAS with
+# 64-bit integers, its symbols ending in "64_") and handed to LLVM under a name of our own, so
+# that the kernels calling it can be cached on disk. Where it is not found (a numpy built on
+# another BLAS), linear_forward/backward are the numpy reference's.
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enum values
+
+
+class _OpenBLAS:
+    """numpy's OpenBLAS: the addresses of its sgemm and dgemm, and its thread-count controls."""
+
+    def __init__(self, lib, prefix: str, suffix: str):
+        self.sgemm = ctypes.cast(getattr(lib, f"{prefix}cblas_sgemm{suffix}"), ctypes.c_void_p).value
+        self.dgemm = ctypes.cast(getattr(lib, f"{prefix}cblas_dgemm{suffix}"), ctypes.c_void_p).value
+        self.set_num_threads = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+        self.set_num_threads.argtypes, self.set_num_threads.restype = [ctypes.c_int], None
+        self.get_num_threads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+        self.get_num_threads.argtypes, self.get_num_threads.restype = [], ctypes.c_int
+
+    @classmethod
+    def find(cls):
+        """The OpenBLAS numpy links, or None."""
+        try:
+            try:
+                from numpy._core import _multiarray_umath
+            except ImportError:  # numpy 1.x
+                from numpy.core import _multiarray_umath
+            lib = ctypes.CDLL(_multiarray_umath.__file__)  # lookups also search the libraries it links
+        except (ImportError, OSError):
+            return None
+        for prefix in ("scipy_", ""):  # numpy >= 2.0 wheels, then numpy 1.x ones
+            try:
+                return cls(lib, prefix, "64_")
+            except AttributeError:
+                continue
+        return None
+
+    def run_single_threaded(self, kernel, *args):
+        """``kernel(*args)`` with OpenBLAS held to one thread per call, so that its own pool stays
+        idle. The setting is process-wide: a numpy product started meanwhile from another Python
+        thread would also run on one thread."""
+        threads = self.get_num_threads()
+        if threads == 1:
+            return kernel(*args)
+        self.set_num_threads(1)
+        try:
+            return kernel(*args)
+        finally:
+            self.set_num_threads(threads)
+
+
+BLAS = _OpenBLAS.find()  # None: linear_forward/backward below are the numpy reference's
+
+# cblas_?gemm(order, trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
+_GEMM_ARGS = {t: (types.int32, types.int32, types.int32, types.int64, types.int64, types.int64, t,
+                  types.voidptr, types.int64, types.voidptr, types.int64, t, types.voidptr, types.int64)
+              for t in (types.float32, types.float64)}
+_SGEMM = types.ExternalFunction("llm_from_scratch_cblas_sgemm", types.void(*_GEMM_ARGS[types.float32]))
+_DGEMM = types.ExternalFunction("llm_from_scratch_cblas_dgemm", types.void(*_GEMM_ARGS[types.float64]))
+if BLAS is not None:
+    llvm.add_symbol("llm_from_scratch_cblas_sgemm", BLAS.sgemm)
+    llvm.add_symbol("llm_from_scratch_cblas_dgemm", BLAS.dgemm)
+
+
+def _gemm(trans_a, trans_b, M, N, K, a, lda, b, ldb, c, ldc, zero):
+    """In numba kernels, ``c = op(a) @ op(b)`` for row-major (M, K), (K, N), (M, N) matrices at
+    the addresses ``a``, ``b``, ``c`` with leading dimensions ``lda``, ``ldb``, ``ldc``; ``zero``
+    (0.0 as float32 or float64) picks sgemm or dgemm. It runs on the calling thread."""
+    raise NotImplementedError("_gemm is only callable inside numba kernels")
+
+
+@overload(_gemm)
+def _gemm_overload(trans_a, trans_b, M, N, K, a, lda, b, ldb, c, ldc, zero):
+    gemm = _SGEMM if zero == types.float32 else _DGEMM
+
+    def impl(trans_a, trans_b, M, N, K, a, lda, b, ldb, c, ldc, zero):
+        gemm(_ROW_MAJOR, trans_a, trans_b, M, N, K, zero + 1, a, lda, b, ldb, zero, c, ldc)
+
+    return impl
+
+
+@njit(fastmath=FASTMATH_ELEMENTWISE, parallel=True, cache=True)
+def _linear_forward_rows(x, w, trans_w, b, has_bias, out, P):
+    # out = x @ W + b, where W is w (C, OC), or w^T for a w of shape (OC, C) when trans_w:
+    # the rows of x in P blocks, one gemm per block, each on its own thread, bias added after
+    N, C = x.shape
+    OC = out.shape[1]
+    zero = out.dtype.type(0.0)
+    size = out.itemsize
+    op_w = _TRANS if trans_w else _NO_TRANS
+    for p in prange(P):
+        r0, r1 = p * N // P, (p + 1) * N // P
+        _gemm(_NO_TRANS, op_w, r1 - r0, OC, C, x.ctypes.data + r0 * C * size, C, w.ctypes.data, w.shape[1],
+              out.ctypes.data + r0 * OC * size, OC, zero)
+        if has_bias:
+            for i in range(r0, r1):
+                for j in range(OC):
+                    out[i, j] += b[j]
+
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _linear_backward_blocks(dout, x, w, trans_w, dx, dw, db, has_bias, P_rows, P_cols):
+    # in the forward pass this was: out = x @ W + b, so now
+    #   dx = dout @ W^T   the rows of dout in P_rows blocks, as in the forward pass
+    #   dW = x^T @ dout   the columns of dout (output channels) in P_cols blocks, stored as
+    #                     dw = dW, or as dw = dW^T (OC, C) when trans_w (the layout of w)
+    #   db = the sum of the rows of dout: each block's channels, in float64, beside its dW
+    N, C = x.shape
+    OC = dout.shape[1]
+    zero = dx.dtype.type(0.0)
+    size = dx.itemsize
+    op_w = _NO_TRANS if trans_w else _TRANS  # op(w) is W^T
+    for p in prange(P_rows):
+        r0, r1 = p * N // P_rows, (p + 1) * N // P_rows
+        _gemm(_NO_TRANS, op_w, r1 - r0, C, OC, dout.ctypes.data + r0 * OC * size, OC, w.ctypes.data, w.shape[1],
+              dx.ctypes.data + r0 * C * size, C, zero)
+    for p in prange(P_cols):
+        o0, o1 = p * OC // P_cols, (p + 1) * OC // P_cols
+        if trans_w:  # dw[o0:o1] = dout[:, o0:o1]^T @ x, rows o0..o1 of the (OC, C) gradient
+            _gemm(_TRANS, _NO_TRANS, o1 - o0, C, N, dout.ctypes.data + o0 * size, OC, x.ctypes.data, C,
+                  dw.ctypes.data + o0 * C * size, C, zero)
+        else:  # dw[:, o0:o1] = x^T @ dout[:, o0:o1], columns o0..o1 of the (C, OC) gradient
+            _gemm(_TRANS, _NO_TRANS, C, o1 - o0, N, x.ctypes.data, C, dout.ctypes.data + o0 * size, OC,
+                  dw.ctypes.data + o0 * size, OC, zero)
+        if has_bias:
+            for i in range(N):
+                for j in range(o0, o1):
+                    db[j] += dout[i, j]
+
+
+def _check_linear(x, w, b) -> None:
+    # the checks of the reference's linear_forward, with the same messages
+    _check_float("x", x)
+    _check_float("w", w)
+    if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[0]:
+        C = x.shape[-1] if x.ndim else "C"
+        raise ValueError(f"linear: x {x.shape} has C = {C} features on its last axis, so w must have "
+                         f"shape (C, OC) = ({C}, OC), got {w.shape} (PyTorch's nn.Linear stores (OC, C): "
+                         "pass its weight.T)")
+    if b is not None:
+        _check_float("b", b)
+        if b.shape != (w.shape[1],):
+            raise ValueError(f"linear: b must have shape (OC,) = ({w.shape[1]},), got {b.shape}")
+    _check_same_dtype(x=x, w=w, b=b)
+
+
+def _gemm_operand(w: np.ndarray):
+    """``(matrix, transposed)``: ``w`` itself when C-contiguous, else its transpose when that is
+    (then ``transposed`` is True, as for the tied head's ``wte.T``), else a C-contiguous copy."""
+    if w.flags.c_contiguous:
+        return w, False
+    if w.flags.f_contiguous:
+        return w.T, True
+    return np.ascontiguousarray(w), False
+
+
+def _blocks(n: int) -> int:
+    """How many blocks to split ``n`` rows or columns into: one per numba thread."""
+    return max(1, min(numba.get_num_threads(), n))
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
+    """Numba twin of ``llm_from_scratch.ops.linear_forward`` (same cache ``(x, w, has_bias)``):
+    ``out = x @ w + b`` by numpy's OpenBLAS gemm, one call per numba thread on a block of rows.
+
+    >>> out, cache = linear_forward(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[10.0], [1.0]]), np.array([0.5]))
+    >>> out
+    array([[12.5],
+           [34.5]])
+    """
+    _check_linear(x, w, b)
+    if BLAS is None or x.size == 0 or w.size == 0:  # (empty arrays: BLAS wants leading dimensions >= 1)
+        return _reference.linear_forward(x, w, b)
+    C, OC = w.shape
+    x2 = _rows(x)  # (N, C)
+    w_mat, trans_w = _gemm_operand(w)  # (C, OC), or (OC, C) with trans_w
+    out = np.empty((x2.shape[0], OC), dtype=x.dtype)  # (N, OC)
+    bias = np.empty(0, dtype=x.dtype) if b is None else b  # (OC,), or unused
+    BLAS.run_single_threaded(_linear_forward_rows, x2, w_mat, trans_w, bias, b is not None, out,
+                             _blocks(x2.shape[0]))
+    return out.reshape(x.shape[:-1] + (OC,)), (x, w, b is not None)
+
+
+def linear_backward(dout: np.ndarray, cache):
+    """Numba twin of ``llm_from_scratch.ops.linear_backward``: returns ``(dx, dw, db)``.
+
+    ``dw`` has the memory layout of ``w``: for a transposed view such as the tied head's
+    ``wte.T`` it is the transpose of a C-contiguous ``(OC, C)`` array, so ``dw.T`` is free.
+
+    >>> _, cache = linear_forward(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[10.0], [1.0]]), np.array([0.5]))
+    >>> dx, dw, db = linear_backward(np.array([[1.0], [-1.0]]), cache)
+    >>> dx, dw, db
+    (array([[ 10.,   1.],
+           [-10.,  -1.]]), array([[-2.],
+           [-2.]]), array([0.]))
+    """
+    x, w, has_bias = cache
+    if BLAS is None or x.size == 0 or w.size == 0:
+        return _reference.linear_backward(dout, cache)
+    C, OC = w.shape
+    x2 = _rows(x)  # (N, C)
+    dout2 = _rows(dout).astype(x.dtype, copy=False)  # (N, OC)
+    w_mat, trans_w = _gemm_operand(w)  # (C, OC), or (OC, C) with trans_w
+    N = x2.shape[0]
+    dx = np.empty((N, C), dtype=x.dtype)  # (N, C)
+    dw = np.empty(w_mat.shape, dtype=x.dtype)  # (C, OC), or (OC, C) with trans_w
+    db = np.zeros(OC)  # (OC,) float64 sums
+    BLAS.run_single_threaded(_linear_backward_blocks, dout2, x2, w_mat, trans_w, dx, dw, db, has_bias,
+                             _blocks(N), _blocks(OC))
+    return dx.reshape(x.shape), dw.T if trans_w else dw, db.astype(x.dtype) if has_bias else None
 
 
 # ----------------------------------------------------------------------------------------

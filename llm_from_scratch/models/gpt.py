@@ -19,9 +19,10 @@ feeds two places: the residual stream and the tied embedding.
 
 ``gpt_forward`` returns ``(logits, loss, cache)`` and ``gpt_backward(cache)`` returns ``grads``
 with the same keys as ``params``. ``kernels="numba"`` swaps the numpy ops for their numba twins
-in ``llm_from_scratch.kernels`` (LayerNorm, GELU, cross-entropy, the embedding scatter-add, and
-causal attention when ``llm_from_scratch.kernels.attention`` is present); results agree with the
-numpy path to float rounding. ``num_params`` and ``flops_per_token`` count what the model holds
+in ``llm_from_scratch.kernels`` (the linear layers, LayerNorm, GELU, cross-entropy, the embedding
+scatter-add, and causal attention when ``llm_from_scratch.kernels.attention`` is present), so that
+every parallel part of a step runs on numba's threads; results agree with the numpy path to
+float rounding. ``num_params`` and ``flops_per_token`` count what the model holds
 and what a training step costs, without building it.
 
 Targets are the *next* tokens, aligned with ``idx`` (``targets[:, t] = idx[:, t + 1]``), as in
@@ -48,6 +49,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import json
@@ -60,7 +62,8 @@ from pathlib import Path
 import numpy as np
 
 from llm_from_scratch import ops, safetensors
-from llm_from_scratch.attention import mha_backward, mha_forward
+from llm_from_scratch.attention import (attention_backward, attention_forward, merge_heads, mha_backward,
+                                       mha_forward, split_heads)
 
 # Dimension letters, the same in every shape comment of this file:
 #   B  batch size            T  sequence length        C  channels, n_embd
@@ -379,6 +382,37 @@ def _numba_attention():
     return module.attention_forward, module.attention_backward
 
 
+def _mha(K):
+    """The multi-head attention pair ``(forward, backward)`` for the ops module ``K``: the numpy
+    reference's ``mha_forward``/``mha_backward``, or the same steps with the numba twins."""
+    if K is ops:
+        return mha_forward, mha_backward
+    return functools.partial(_mha_forward_twin, K), functools.partial(_mha_backward_twin, K)
+
+
+def _mha_forward_twin(K, x, w_attn, b_attn, w_proj, b_proj, NH, causal=True, attention=None):
+    """``llm_from_scratch.attention.mha_forward`` with the linear layers of ``K`` (it calls the
+    numpy ones): the same steps and the same cache."""
+    attention = attention if attention is not None else (attention_forward, attention_backward)
+    qkv, qkv_cache = K.linear_forward(x, w_attn, b_attn)  # (B, T, C) -> (B, T, 3C)
+    q, k, v = np.split(qkv, 3, axis=2)  # 3 x (B, T, C)
+    q, k, v = split_heads(q, NH), split_heads(k, NH), split_heads(v, NH)  # 3 x (B, NH, T, HS)
+    y, att_cache = attention[0](np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
+                                causal=causal)  # (B, NH, T, HS)
+    out, proj_cache = K.linear_forward(merge_heads(y), w_proj, b_proj)  # (B, T, C)
+    return out, (qkv_cache, att_cache, proj_cache, NH, attention)
+
+
+def _mha_backward_twin(K, dout, cache):
+    """``llm_from_scratch.attention.mha_backward`` with the linear layers of ``K``."""
+    qkv_cache, att_cache, proj_cache, NH, attention = cache
+    dy, dw_proj, db_proj = K.linear_backward(dout, proj_cache)  # (B, T, C)
+    dq, dk, dv = attention[1](np.ascontiguousarray(split_heads(dy, NH)), att_cache)  # 3 x (B, NH, T, HS)
+    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=2)  # (B, T, 3C)
+    dx, dw_attn, db_attn = K.linear_backward(dqkv, qkv_cache)  # (B, T, C)
+    return dx, dw_attn, db_attn, dw_proj, db_proj
+
+
 def _dropout_forward(K, x, p, rng, train):
     """``K.dropout_forward`` when it does something; ``(x, None)`` (no copy) when it does not."""
     if not train or p == 0:
@@ -441,6 +475,7 @@ def gpt_forward(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarra
                          f"-100 to skip one), got {got}")
     eps = config.layer_norm_epsilon
     approximate = _ACTIVATIONS[config.activation_function]
+    mha_forward, _ = _mha(K)  # the reference's, or its twin on the numba ops
     p = params
 
     # embeddings: token rows plus position rows
@@ -488,6 +523,7 @@ def gpt_backward(cache, dloss: float = 1.0, dlogits: np.ndarray | None = None) -
     """
     config, kernels, dtype, T, tok_cache, embd_drop, layers, lnf, head, ce = cache
     K, _ = _backend(kernels)
+    _, mha_backward = _mha(K)  # the reference's, or its twin on the numba ops
     grads = {}
     # in the forward pass this was: loss = cross_entropy(logits, targets), so now
     if dlogits is None:
