@@ -1,0 +1,201 @@
+"""Exercises for chapter 9, BERT.
+
+Two references are the package's own code, wrapped only to give them the exercise's name and a
+simple signature: ``mask_positions`` is ``bert_data.mask_tokens`` and ``squad_f1`` is
+``metrics.token_f1``. ``precision_recall`` reads per-class precision and recall off a confusion
+matrix, as ``metrics.classification_report`` does. Each wrapper imports what it calls inside its
+body, so its source, copied into a file on its own, still runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llm_from_scratch.exercises import Case, Exercise, register
+
+# ---------------------------------------------------------------------------------------------
+# mask_positions
+
+
+def mask_positions(ids, special_ids, mask_id, vocab_size, seed):
+    """BERT's masking recipe on one batch of token ids, with masks drawn from ``seed``.
+
+    ``ids`` is a (B, T) integer array in which 0 is padding. In each row choose
+    ``max(1, round(0.15 * n_real))`` positions (``n_real`` counts the non-padding tokens),
+    never a token whose id is in ``special_ids`` ([CLS], [SEP], [PAD]). With
+    ``rng = np.random.default_rng(seed)``, for each row in order: ``rng.permutation`` of the
+    candidate positions (ascending) and take the first n; then ``r = rng.random(n)``: positions
+    with ``r < 0.8`` become ``mask_id``, with ``0.8 <= r < 0.9`` a random id
+    ``rng.integers(0, vocab_size, count)``, the rest stay. Return ``(masked_ids, labels)``,
+    labels holding the original id at chosen positions and -100 elsewhere.
+
+    Example: a row ``[2, 10, 11, 12, 13, 14, 15, 16, 3, 0]`` has 9 real tokens, so
+    round(1.35) = 1 position among the seven ids 10..16 is chosen; [CLS] = 2 and [SEP] = 3 never are.
+
+    The reference is the package's ``llm_from_scratch.bert_data.mask_tokens``.
+    """
+    from llm_from_scratch.bert_data import mask_tokens
+
+    ids = np.asarray(ids)
+    return mask_tokens(ids, (ids != 0).astype(np.int64), special_ids, mask_id, vocab_size,
+                       np.random.default_rng(seed))
+
+
+def _wrong_mask_positions(ids, special_ids, mask_id, vocab_size, seed):
+    # forgets to exclude [CLS] and [SEP]: only padding is protected
+    from llm_from_scratch.bert_data import mask_tokens
+
+    ids = np.asarray(ids)
+    return mask_tokens(ids, (ids != 0).astype(np.int64), {0}, mask_id, vocab_size, np.random.default_rng(seed))
+
+
+def _mask_case(seed, B, T, vocab):
+    def make():
+        rng = np.random.default_rng(seed)
+        ids = rng.integers(5, vocab, (B, T))
+        ids[:, 0] = 2
+        for b in range(B):
+            n = int(rng.integers(4, T + 1))
+            ids[b, n - 1] = 3
+            ids[b, n:] = 0
+        return (ids, {0, 2, 3}, 4, vocab, seed)
+    return make
+
+
+def _never_special(fn):
+    ids = np.array([[2, 10, 11, 3, 0, 0]] * 200)
+    masked, labels = fn(ids, {0, 2, 3}, 4, 20, 7)
+    bad = int(((labels != -100) & np.isin(ids, [0, 2, 3])).sum())
+    return "" if bad == 0 else f"{bad} special or padding positions were chosen for prediction"
+
+
+# ---------------------------------------------------------------------------------------------
+# precision_recall
+
+
+def precision_recall(confusion):
+    """Per-class precision and recall from a (K, K) confusion matrix.
+
+    ``confusion[i, j]`` counts examples of true class ``i`` predicted as class ``j`` (rows are
+    the truth, columns the predictions). Precision of class k: of the examples predicted k, the
+    fraction that are k, ``confusion[k, k] / confusion[:, k].sum()``. Recall of class k: of the
+    examples that are k, the fraction predicted k, ``confusion[k, k] / confusion[k, :].sum()``.
+    A ratio with denominator 0 is 0. Return ``(precision, recall)``, two float arrays of length K.
+
+    Example: ``[[1, 1, 0], [0, 1, 0], [1, 0, 2]]``: class 0 was predicted twice (column 0) and
+    right once, precision 1/2; it occurs twice (row 0) and was found once, recall 1/2. Class 2:
+    precision 2/2, recall 2/3.
+
+    The reference is how the package's ``metrics.classification_report`` computes them.
+    """
+    m = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(m)                           # (K,)
+    predicted = m.sum(axis=0)                 # (K,) column sums
+    actual = m.sum(axis=1)                    # (K,) row sums
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    return precision, recall
+
+
+def _wrong_precision_recall(confusion):
+    # divides by row sums for precision and column sums for recall: the two are swapped
+    p, r = precision_recall(confusion)
+    return r, p
+
+
+def _confusion_case(seed, K, n):
+    def make():
+        rng = np.random.default_rng(seed)
+        return (rng.integers(0, n, (K, K)),)
+    return make
+
+
+def _agrees_with_report(fn):
+    from llm_from_scratch.metrics import classification_report
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 300)
+    yhat = np.where(rng.random(300) < 0.6, y, rng.integers(0, 4, 300))
+    r = classification_report(y, yhat, 4)
+    p, rec = fn(r.confusion)
+    diff = max(np.abs(np.asarray(p) - r.precision).max(), np.abs(np.asarray(rec) - r.recall).max())
+    return "" if diff < 1e-9 else f"differs from metrics.classification_report by {diff:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# squad_f1
+
+
+def squad_f1(prediction, gold):
+    """SQuAD's token F1 between a predicted answer and a gold answer.
+
+    First normalise both strings: lower-case, remove punctuation, remove the words a, an and
+    the, collapse whitespace. Split into tokens; count the tokens they share (with
+    multiplicity: ``Counter(p) & Counter(g)``). No shared token gives 0.0; otherwise precision =
+    shared / len(p), recall = shared / len(g), F1 = 2PR / (P + R).
+
+    Example: "red apple tree" vs "the red apple": {red, apple, tree} vs {red, apple}, 2 shared,
+    P = 2/3, R = 1, F1 = 0.8. "The Park." vs "park" gives 1.0.
+
+    The reference is the package's ``llm_from_scratch.metrics.token_f1``.
+    """
+    from llm_from_scratch.metrics import token_f1
+
+    return token_f1(prediction, gold)
+
+
+def _wrong_squad_f1(prediction, gold):
+    # skips the normalisation: case, punctuation and articles all count against the prediction
+    from collections import Counter
+
+    p, g = prediction.split(), gold.split()
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+EXERCISES = [
+    register(Exercise(
+        name="mask_positions", chapter=9, title="BERT's 15% / 80-10-10 masking",
+        reference=mask_positions,
+        cases=(
+            Case("the worked example", lambda: (np.array([[2, 10, 11, 12, 13, 14, 15, 16, 3, 0]]), {0, 2, 3}, 4,
+                                                20, 0)),
+            Case("a batch of 4 padded rows, seed 1", _mask_case(1, 4, 24, 50)),
+            Case("a batch of 8 padded rows, seed 2", _mask_case(2, 8, 40, 100)),
+            Case("short rows: at least one position each", _mask_case(3, 6, 6, 30)),
+        ),
+        extra_checks=(("never chooses [CLS], [SEP] or padding", _never_special),),
+        hint="candidates are the real tokens that are not special; draw the permutation, then r, row by row",
+    )),
+    register(Exercise(
+        name="precision_recall", chapter=9, title="precision and recall from a confusion matrix",
+        reference=precision_recall,
+        cases=(
+            Case("the worked example", lambda: (np.array([[1, 1, 0], [0, 1, 0], [1, 0, 2]]),)),
+            Case("a random 4-class matrix, seed 0", _confusion_case(0, 4, 20)),
+            Case("a random 6-class matrix, seed 1", _confusion_case(1, 6, 9)),
+            Case("a class never predicted (an all-zero column)",
+                 lambda: (np.array([[3, 0, 1], [2, 0, 0], [0, 0, 5]]),)),
+        ),
+        extra_checks=(("agrees with metrics.classification_report", _agrees_with_report),),
+        hint="precision divides by what was predicted (a column), recall by what is true (a row)",
+    )),
+    register(Exercise(
+        name="squad_f1", chapter=9, title="SQuAD token F1",
+        reference=squad_f1,
+        cases=(
+            Case("the worked example", lambda: ("red apple tree", "the red apple")),
+            Case("case, punctuation and an article", lambda: ("The Park.", "park")),
+            Case("no shared token", lambda: ("school", "forest")),
+            Case("repeated tokens count with multiplicity", lambda: ("ball ball red", "red ball")),
+            Case("capitalised name with a full stop", lambda: ("Lily.", "Lily")),
+        ),
+        hint="normalise both strings first (lower, punctuation, a/an/the, whitespace), then count shared tokens",
+    )),
+]
+
+WRONG = {"mask_positions": _wrong_mask_positions, "precision_recall": _wrong_precision_recall,
+         "squad_f1": _wrong_squad_f1}
