@@ -140,7 +140,6 @@ class NGramModel:
         self._require_fit()
         tokens = self._check_tokens(tokens)
         V = self.vocab_size
-        N = tokens.size
         # order 1: unigram continuation counts interpolated with the uniform distribution
         lvl = self.levels[0]
         total, types = lvl.ctx_totals[0], lvl.ctx_types[0]

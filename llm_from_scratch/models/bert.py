@@ -83,7 +83,7 @@ import numpy as np
 
 from llm_from_scratch import ops, safetensors
 from llm_from_scratch.attention import attention_backward, attention_forward, merge_heads, split_heads
-from llm_from_scratch.models.gpt import _load_tensors, _write_json
+from llm_from_scratch.models.common import check_arrays, load_tensors, write_json
 from llm_from_scratch.tokenizers.wordpiece import WordPieceTokenizer
 
 # Dimension letters, the same in every shape comment of this file:
@@ -229,7 +229,7 @@ class BertConfig:
 
     def to_json(self, path, architectures: Sequence[str] = ("BertModel",)) -> None:
         """Write ``to_dict()`` to ``path`` (a Hugging Face ``config.json``), atomically."""
-        _write_json(Path(path), self.to_dict(architectures))
+        write_json(Path(path), self.to_dict(architectures))
 
     @classmethod
     def from_json(cls, path) -> "BertConfig":
@@ -389,19 +389,7 @@ def check_params(params: dict[str, np.ndarray], config: BertConfig) -> np.dtype:
                 "cls.predictions.bias: drop the cls.predictions.decoder entries)"
                 if any(n.startswith("cls.predictions.decoder") for n in extra) else "")
         raise KeyError(f"params has tensors this config does not use: {extra[:3]}{hint}")
-    dtypes = set()
-    for name, shape in shapes.items():
-        p = params[name]
-        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-            got = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
-            raise TypeError(f"params[{name!r}] must be a float32 or float64 numpy array, got {got}")
-        if p.shape != shape:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape} for this config")
-        dtypes.add(p.dtype)
-    if len(dtypes) > 1:
-        raise TypeError(f"params mix dtypes {sorted(str(d) for d in dtypes)}; cast them all to float32 "
-                        "(training) or float64 (gradient checks)")
-    return dtypes.pop()
+    return check_arrays(params, shapes)
 
 
 # ----------------------------------------------------------------------------------------
@@ -965,7 +953,7 @@ def save_pretrained(params: dict[str, np.ndarray], config: BertConfig, directory
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {(name if task else name.removeprefix("bert.")): params[name] for name in param_shapes(config, heads)}
     safetensors.save(tensors, directory / "model.safetensors", metadata={"format": "pt"})
-    _write_json(directory / "config.json", {**config.to_dict(_architectures(heads)), "dtype": str(dtype)})
+    write_json(directory / "config.json", {**config.to_dict(_architectures(heads)), "dtype": str(dtype)})
 
 
 def from_pretrained(directory, dtype=None, config: BertConfig | None = None
@@ -990,7 +978,7 @@ def from_pretrained(directory, dtype=None, config: BertConfig | None = None
         raise ValueError(f"{directory}: the checkpoint's config differs from the one given: " + "; ".join(diffs))
     config = found
     tensors, decoder = {}, {}
-    for name, value in _load_tensors(directory).items():
+    for name, value in load_tensors(directory).items():
         key = "bert." + name if name.startswith(_BASE_PREFIXES) else name
         if "LayerNorm." in key:
             key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
@@ -1070,7 +1058,7 @@ def save_tokenizer(tokenizer: WordPieceTokenizer, directory) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_vocab(directory / "vocab.txt")
-    _write_json(directory / "tokenizer_config.json", {
+    write_json(directory / "tokenizer_config.json", {
         "tokenizer_class": "BertTokenizer", "do_lower_case": tokenizer.do_lower_case,
         "strip_accents": tokenizer.strip_accents, "tokenize_chinese_chars": tokenizer.tokenize_chinese_chars,
         "unk_token": tokenizer.unk_token, "sep_token": tokenizer.sep_token, "pad_token": tokenizer.pad_token,

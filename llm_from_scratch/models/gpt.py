@@ -53,9 +53,7 @@ import functools
 import importlib
 import importlib.util
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +62,7 @@ import numpy as np
 from llm_from_scratch import ops, safetensors
 from llm_from_scratch.attention import (attention_backward, attention_forward, merge_heads, mha_backward,
                                        mha_forward, split_heads)
+from llm_from_scratch.models.common import check_arrays, load_tensors, write_json
 
 # Dimension letters, the same in every shape comment of this file:
 #   B  batch size            T  sequence length        C  channels, n_embd
@@ -193,7 +192,7 @@ class GPTConfig:
 
     def to_json(self, path) -> None:
         """Write ``to_dict()`` to ``path`` (a Hugging Face ``config.json``), atomically."""
-        _write_json(Path(path), self.to_dict())
+        write_json(Path(path), self.to_dict())
 
     @classmethod
     def from_json(cls, path) -> "GPTConfig":
@@ -209,21 +208,6 @@ class GPTConfig:
             return cls.from_dict(d)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: {exc}") from None
-
-
-def _write_json(path: Path, d: dict) -> None:
-    """Write ``d`` as indented JSON to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(d, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ----------------------------------------------------------------------------------------
@@ -344,19 +328,7 @@ def check_params(params: dict[str, np.ndarray], config: GPTConfig) -> np.dtype:
         hint = (" (the output head is tied to transformer.wte.weight: drop lm_head.weight)"
                 if "lm_head.weight" in extra else "")
         raise KeyError(f"params has tensors this config does not use: {extra[:3]}{hint}")
-    dtypes = set()
-    for name, shape in shapes.items():
-        p = params[name]
-        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-            got = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
-            raise TypeError(f"params[{name!r}] must be a float32 or float64 numpy array, got {got}")
-        if p.shape != shape:
-            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape} for this config")
-        dtypes.add(p.dtype)
-    if len(dtypes) > 1:
-        raise TypeError(f"params mix dtypes {sorted(str(d) for d in dtypes)}; cast them all to float32 "
-                        "(training) or float64 (gradient checks)")
-    return dtypes.pop()
+    return check_arrays(params, shapes)
 
 
 # ----------------------------------------------------------------------------------------
@@ -589,26 +561,7 @@ def save_pretrained(params: dict[str, np.ndarray], config: GPTConfig, directory)
     directory.mkdir(parents=True, exist_ok=True)
     safetensors.save({name: params[name] for name in param_shapes(config)}, directory / "model.safetensors",
                      metadata={"format": "pt"})
-    _write_json(directory / "config.json", {**config.to_dict(), "dtype": str(dtype)})
-
-
-def _load_tensors(directory: Path) -> dict[str, np.ndarray]:
-    """All tensors of ``model.safetensors``, or of the shards listed in ``model.safetensors.index.json``."""
-    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
-        return safetensors.load(single)
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        tensors = {}
-        for shard in sorted(set(weight_map.values())):
-            if not isinstance(shard, str) or Path(shard).name != shard:
-                raise ValueError(f"{index}: shard {shard!r} must be a file name inside {directory}")
-            tensors.update(safetensors.load(directory / shard))
-        return tensors
-    others = sorted(p.name for p in directory.glob("*.bin")) if directory.is_dir() else []
-    hint = (f"; {others[0]} is a pickled PyTorch file, which this loader never opens (it can run code): "
-            "convert it with transformers (save_pretrained writes safetensors)") if others else ""
-    raise FileNotFoundError(f"{directory}: no model.safetensors or model.safetensors.index.json{hint}")
+    write_json(directory / "config.json", {**config.to_dict(), "dtype": str(dtype)})
 
 
 def from_pretrained(directory, dtype=None, config: GPTConfig | None = None
@@ -630,7 +583,7 @@ def from_pretrained(directory, dtype=None, config: GPTConfig | None = None
                  for f in dataclasses.fields(GPTConfig) if getattr(config, f.name) != getattr(found, f.name)]
         raise ValueError(f"{directory}: the checkpoint's config differs from the one given: " + "; ".join(diffs))
     config = found
-    raw = _load_tensors(directory)
+    raw = load_tensors(directory)
     tensors, lm_head = {}, None
     for name, value in raw.items():
         if _BUFFER.match(name):

@@ -1,0 +1,67 @@
+"""What the models share: parameter checks and reading/writing checkpoint folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from llm_from_scratch import safetensors
+
+__all__ = ["check_arrays", "write_json", "load_tensors"]
+
+
+def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> np.dtype:
+    """Raise a readable error unless every ``params[name]`` is a float32 or float64 array of
+    ``shapes[name]``, all of one dtype; return that dtype. (Missing and extra names are the
+    caller's to report, with hints specific to its model.)"""
+    dtypes = set()
+    for name, shape in shapes.items():
+        p = params[name]
+        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+            got = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
+            raise TypeError(f"params[{name!r}] must be a float32 or float64 numpy array, got {got}")
+        if p.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {p.shape}, expected {shape} for this config")
+        dtypes.add(p.dtype)
+    if len(dtypes) > 1:
+        raise TypeError(f"params mix dtypes {sorted(str(d) for d in dtypes)}; cast them all to float32 "
+                        "(training) or float64 (gradient checks)")
+    return dtypes.pop()
+
+
+def write_json(path: Path, d: dict) -> None:
+    """Write ``d`` as indented JSON to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(d, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_tensors(directory: Path) -> dict[str, np.ndarray]:
+    """All tensors of ``model.safetensors``, or of the shards listed in ``model.safetensors.index.json``."""
+    single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
+    if single.is_file():
+        return safetensors.load(single)
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            if not isinstance(shard, str) or Path(shard).name != shard:
+                raise ValueError(f"{index}: shard {shard!r} must be a file name inside {directory}")
+            tensors.update(safetensors.load(directory / shard))
+        return tensors
+    others = sorted(p.name for p in directory.glob("*.bin")) if directory.is_dir() else []
+    hint = (f"; {others[0]} is a pickled PyTorch file, which this loader never opens (it can run code): "
+            "convert it with transformers (save_pretrained writes safetensors)") if others else ""
+    raise FileNotFoundError(f"{directory}: no model.safetensors or model.safetensors.index.json{hint}")
