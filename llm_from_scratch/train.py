@@ -300,7 +300,10 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
             loss = float(loss)
             _check_finite(step, loss, grads)
             if config.grad_clip > 0:
-                clip_grad_norm(grads, config.grad_clip)
+                try:
+                    clip_grad_norm(grads, config.grad_clip)
+                except FloatingPointError as exc:  # finite gradients whose squared norm overflows
+                    raise TrainingDiverged(step, "the global gradient norm", f"not finite ({exc})") from None
             opt.lr = warmup_cosine(step, config.lr, config.warmup_steps, config.steps, config.min_lr)
             opt.step(params, grads)
             dt = time.perf_counter() - t0

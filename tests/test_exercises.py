@@ -2,6 +2,8 @@
 
 import importlib
 
+import numpy as np
+
 import pytest
 
 from llm_from_scratch import exercises
@@ -70,3 +72,10 @@ def test_cli_check_reports_missing_file_and_missing_function(tmp_path, capsys):
     assert "no function named entropy_bits" in capsys.readouterr().err
     assert main(["exercises", "list"]) == 0
     assert "bigram_perplexity" in capsys.readouterr().out
+
+
+def test_an_infinite_expected_value_must_be_matched():
+    from llm_from_scratch.exercises import _compare
+    assert _compare(np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0]), 1e-6, 1e-9) == ""
+    assert "max abs difference inf" in _compare(np.array([0.5, 1.0]), np.array([-np.inf, 1.0]), 1e-6, 1e-9)
+    assert _compare(np.array([np.inf]), np.array([-np.inf]), 0.0, 0.0) != ""

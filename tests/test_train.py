@@ -108,3 +108,14 @@ def test_bad_config_is_explained():
         TrainConfig(steps=10, warmup_steps=10)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+def test_a_gradient_norm_that_overflows_is_reported_as_divergence():
+    lg, lf = _bigram_model()
+
+    def huge(params, x, y):
+        loss, grads = lg(params, x, y)
+        grads["w"] = np.full_like(grads["w"], 1e200)  # finite, but its squared norm is not
+        return loss, grads
+    with pytest.raises(TrainingDiverged, match="step 0: the global gradient norm is not finite"):
+        train(huge, lf, _params(), _data(), None, CFG, progress=False)

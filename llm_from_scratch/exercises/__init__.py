@@ -106,7 +106,10 @@ def _compare(actual: Any, expected: Any, rtol: float, atol: float, path: str = "
             return f"{path}: expected shape {e.shape}, got shape {a.shape}"
         with np.errstate(invalid="ignore"):
             diff = np.where(a == e, 0.0, np.abs(a - e))
-        if np.any(np.isnan(diff)) or np.any(diff > atol + rtol * np.abs(e)):
+            # an infinite expected value (say a filtered-out logit of -inf) must be matched exactly
+            diff = np.where(np.isfinite(e) | (a == e), diff, np.inf)
+            tolerance = np.where(np.isfinite(e), atol + rtol * np.abs(e), 0.0)
+        if np.any(np.isnan(diff)) or np.any(diff > tolerance):
             i = int(np.nanargmax(np.where(np.isnan(diff), np.inf, diff))) if diff.size else 0
             idx = np.unravel_index(i, e.shape) if e.ndim else ()
             where = f" at index {tuple(int(j) for j in idx)}" if e.ndim else ""
