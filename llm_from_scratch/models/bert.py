@@ -83,7 +83,7 @@ import numpy as np
 
 from llm_from_scratch import ops, safetensors
 from llm_from_scratch.attention import attention_backward, attention_forward, merge_heads, split_heads
-from llm_from_scratch.models.common import check_arrays, load_tensors, write_json
+from llm_from_scratch.models.common import check_arrays, load_tensors, read_config, write_json
 from llm_from_scratch.tokenizers.wordpiece import WordPieceTokenizer
 
 # Dimension letters, the same in every shape comment of this file:
@@ -234,17 +234,7 @@ class BertConfig:
     @classmethod
     def from_json(cls, path) -> "BertConfig":
         """Read a Hugging Face BERT ``config.json`` (see ``from_dict``)."""
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such config file") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        try:
-            return cls.from_dict(d)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return read_config(path, cls.from_dict)
 
 
 # ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 
 from llm_from_scratch import safetensors
 
-__all__ = ["check_arrays", "write_json", "load_tensors"]
+__all__ = ["check_arrays", "read_config", "write_json", "load_tensors"]
 
 
 def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> np.dtype:
@@ -31,6 +31,22 @@ def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
         raise TypeError(f"params mix dtypes {sorted(str(d) for d in dtypes)}; cast them all to float32 "
                         "(training) or float64 (gradient checks)")
     return dtypes.pop()
+
+
+def read_config(path, from_dict):
+    """Read a Hugging Face ``config.json`` and build a config with ``from_dict``; every failure
+    names the file."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such config file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    try:
+        return from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def write_json(path: Path, d: dict) -> None:

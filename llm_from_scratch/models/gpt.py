@@ -52,7 +52,6 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,7 @@ import numpy as np
 from llm_from_scratch import ops, safetensors
 from llm_from_scratch.attention import (attention_backward, attention_forward, merge_heads, mha_backward,
                                        mha_forward, split_heads)
-from llm_from_scratch.models.common import check_arrays, load_tensors, write_json
+from llm_from_scratch.models.common import check_arrays, load_tensors, read_config, write_json
 
 # Dimension letters, the same in every shape comment of this file:
 #   B  batch size            T  sequence length        C  channels, n_embd
@@ -197,17 +196,7 @@ class GPTConfig:
     @classmethod
     def from_json(cls, path) -> "GPTConfig":
         """Read a Hugging Face GPT-2 ``config.json`` (see ``from_dict``)."""
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such config file") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        try:
-            return cls.from_dict(d)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return read_config(path, cls.from_dict)
 
 
 # ----------------------------------------------------------------------------------------
