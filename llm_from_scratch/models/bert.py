@@ -83,7 +83,7 @@ import numpy as np
 
 from llm_from_scratch import ops, safetensors
 from llm_from_scratch.attention import attention_backward, attention_forward, merge_heads, split_heads
-from llm_from_scratch.models.common import check_arrays, load_tensors, read_config, write_json
+from llm_from_scratch.models.common import check_arrays, check_checkpoint, load_tensors, read_config, write_json
 from llm_from_scratch.tokenizers.wordpiece import WordPieceTokenizer
 
 # Dimension letters, the same in every shape comment of this file:
@@ -984,19 +984,8 @@ def from_pretrained(directory, dtype=None, config: BertConfig | None = None
         tensors["cls.predictions.bias"] = decoder.pop("bias")  # files where only the decoder holds the bias
     heads = heads_of(tensors)
     shapes = param_shapes(config, heads)
-    missing = [name for name in shapes if name not in tensors]
-    if missing:
-        raise ValueError(f"{directory}: {len(missing)} tensors of a BERT with this config.json and heads {heads} "
-                         f"are missing: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    unexpected = [name for name in tensors if name not in shapes]
-    if unexpected:
-        raise ValueError(f"{directory}: tensors a BERT with this config.json does not have: "
-                         f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''} "
-                         f"(does num_hidden_layers = {config.num_hidden_layers} match the file?)")
-    for name, shape in shapes.items():
-        if tensors[name].shape != shape:
-            raise ValueError(f"{directory}: tensor {name!r} has shape {tensors[name].shape}, but config.json "
-                             f"implies {shape}")
+    check_checkpoint(directory, tensors, shapes, f"a BERT with this config.json and heads {heads}",
+                     f"num_hidden_layers = {config.num_hidden_layers}")
     for part, tied_to in (("weight", "bert.embeddings.word_embeddings.weight"), ("bias", "cls.predictions.bias")):
         if part in decoder and (tied_to not in tensors or decoder[part].shape != tensors[tied_to].shape
                                 or not np.array_equal(decoder[part], tensors[tied_to])):

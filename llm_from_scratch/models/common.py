@@ -11,7 +11,7 @@ import numpy as np
 
 from llm_from_scratch import safetensors
 
-__all__ = ["check_arrays", "read_config", "write_json", "load_tensors"]
+__all__ = ["check_arrays", "check_checkpoint", "read_config", "write_json", "load_tensors"]
 
 
 def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> np.dtype:
@@ -31,6 +31,26 @@ def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
         raise TypeError(f"params mix dtypes {sorted(str(d) for d in dtypes)}; cast them all to float32 "
                         "(training) or float64 (gradient checks)")
     return dtypes.pop()
+
+
+def check_checkpoint(directory, tensors: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], model: str,
+                     depth: str) -> None:
+    """Refuse a checkpoint whose tensors are not exactly ``shapes``: name what is missing, what is
+    extra (hinting at ``depth``, the config's layer count) and any tensor of the wrong shape.
+    ``model`` says what the config describes, e.g. "a GPT-2 with this config.json"."""
+    missing = [name for name in shapes if name not in tensors]
+    if missing:
+        raise ValueError(f"{directory}: {len(missing)} tensors of {model} are missing: "
+                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    unexpected = [name for name in tensors if name not in shapes]
+    if unexpected:
+        raise ValueError(f"{directory}: tensors {model} does not have: "
+                         f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''} "
+                         f"(does {depth} match the file?)")
+    for name, shape in shapes.items():
+        if tensors[name].shape != shape:
+            raise ValueError(f"{directory}: tensor {name!r} has shape {tensors[name].shape}, but config.json "
+                             f"implies {shape}")
 
 
 def read_config(path, from_dict):

@@ -61,7 +61,7 @@ import numpy as np
 from llm_from_scratch import ops, safetensors
 from llm_from_scratch.attention import (attention_backward, attention_forward, merge_heads, mha_backward,
                                        mha_forward, split_heads)
-from llm_from_scratch.models.common import check_arrays, load_tensors, read_config, write_json
+from llm_from_scratch.models.common import check_arrays, check_checkpoint, load_tensors, read_config, write_json
 
 # Dimension letters, the same in every shape comment of this file:
 #   B  batch size            T  sequence length        C  channels, n_embd
@@ -585,19 +585,7 @@ def from_pretrained(directory, dtype=None, config: GPTConfig | None = None
             raise ValueError(f"{directory}: tensor {key!r} appears both with and without the 'transformer.' prefix")
         tensors[key] = value
     shapes = param_shapes(config)
-    missing = [name for name in shapes if name not in tensors]
-    if missing:
-        raise ValueError(f"{directory}: {len(missing)} tensors of a GPT-2 with this config.json are missing: "
-                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    unexpected = [name for name in tensors if name not in shapes]
-    if unexpected:
-        raise ValueError(f"{directory}: tensors a GPT-2 with this config.json does not have: "
-                         f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''} "
-                         f"(does n_layer = {config.n_layer} match the file?)")
-    for name, shape in shapes.items():
-        if tensors[name].shape != shape:
-            raise ValueError(f"{directory}: tensor {name!r} has shape {tensors[name].shape}, but config.json "
-                             f"implies {shape}")
+    check_checkpoint(directory, tensors, shapes, "a GPT-2 with this config.json", f"n_layer = {config.n_layer}")
     wte = tensors["transformer.wte.weight"]
     if lm_head is not None and (lm_head.shape != wte.shape or not np.array_equal(lm_head, wte)):
         raise ValueError(f"{directory}: lm_head.weight differs from transformer.wte.weight; this model ties "
