@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 
 from llm_from_scratch.checkpoints import checkpoint_dir  # noqa: E402
 from llm_from_scratch.data.storyworld import StoryWorld  # noqa: E402
-from llm_from_scratch.models.bert import (bert_forward, encode_sentences, from_pretrained, load_tokenizer,  # noqa: E402
+from llm_from_scratch.models.bert import (bert_forward, encode_sentences, from_pretrained, load_wordpiece,  # noqa: E402
                                           read_sentence_options)
 
 TOLERANCE = 1e-4  # largest allowed difference between our embeddings and transformers'
@@ -104,7 +104,7 @@ def main() -> int:
 
     folder = checkpoint_dir("all-MiniLM-L6-v2")
     params, config = from_pretrained(folder)
-    tokenizer = load_tokenizer(folder)
+    tokenizer = load_wordpiece(folder)
     options = read_sentence_options(folder)
     max_length = options["max_length"]
     model = transformers.AutoModel.from_pretrained(str(folder)).eval()

@@ -80,9 +80,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from llm_from_scratch import attention as np_attention  # noqa: E402
-from llm_from_scratch import ops  # noqa: E402
 from llm_from_scratch.kernels import ops as kops  # noqa: E402
+from llm_from_scratch.kernels.backend import get_ops  # noqa: E402
 from llm_from_scratch.models import gpt  # noqa: E402
 from llm_from_scratch.models.gpt import GPTConfig, flops_per_token, gpt_backward, gpt_forward, init_params  # noqa: E402
 from llm_from_scratch.optim import AdamW, decays  # noqa: E402
@@ -229,32 +228,27 @@ def torch_step(torch, config: GPTConfig, params: dict, idx: np.ndarray, targets:
 # ----------------------------------------------------------------------------------------
 # a per-op profile of our step
 
-# category -> the (module, function name) pairs charged to it
+# category -> the (namespace or module, function name) pairs charged to it. The model calls the ops
+# through the namespace of kernels.backend.get_ops, and mha_forward through gpt's own name for it.
+K = get_ops("numba")
 PROFILED = {
-    "matmul (linear)": [(ops, "linear_forward"), (ops, "linear_backward"),
-                        (kops, "linear_forward"), (kops, "linear_backward")],
-    "attention": [(np_attention, "attention_forward"), (np_attention, "attention_backward")],
-    "attention head split/merge": [(gpt, "mha_forward"), (gpt, "mha_backward"),
-                                   (gpt, "_mha_forward_twin"), (gpt, "_mha_backward_twin")],
-    "layernorm": [(kops, "layernorm_forward"), (kops, "layernorm_backward")],
-    "gelu": [(kops, "gelu_forward"), (kops, "gelu_backward")],
-    "softmax / cross-entropy": [(kops, "cross_entropy_forward"), (kops, "cross_entropy_backward"),
-                                (kops, "softmax_forward"), (kops, "softmax_backward")],
-    "embedding": [(kops, "embedding_forward"), (kops, "embedding_backward")],
+    "matmul (linear)": [(K, "linear_forward"), (K, "linear_backward")],
+    "attention": [(K, "attention_forward"), (K, "attention_backward")],
+    "attention head split/merge": [(gpt, "mha_forward"), (gpt, "mha_backward")],
+    "layernorm": [(K, "layernorm_forward"), (K, "layernorm_backward")],
+    "gelu": [(K, "gelu_forward"), (K, "gelu_backward")],
+    "softmax / cross-entropy": [(K, "cross_entropy_forward"), (K, "cross_entropy_backward"),
+                                (K, "softmax_forward"), (K, "softmax_backward")],
+    "embedding": [(K, "embedding_forward"), (K, "embedding_backward")],
     "AdamW": [(AdamW, "step")],
 }
 
 
 def _profiled_functions():
-    """PROFILED, plus the numba attention kernel and any fused op of ``kernels.ops`` that exists."""
+    """PROFILED, plus any fused op of ``kernels.ops`` that exists."""
     table = {category: list(pairs) for category, pairs in PROFILED.items()}
-    try:
-        from llm_from_scratch.kernels import attention as kattention
-        table["attention"] += [(kattention, "attention_forward"), (kattention, "attention_backward")]
-    except ImportError:
-        pass
     for name in getattr(kops, "PROFILE_CATEGORIES", {}):
-        table.setdefault(kops.PROFILE_CATEGORIES[name], []).append((kops, name))
+        table.setdefault(kops.PROFILE_CATEGORIES[name], []).append((K, name))
     return table
 
 

@@ -177,7 +177,7 @@ def _cmd_embed(args) -> int:
             raise FileNotFoundError(f"{directory}: no such checkpoint folder (expected config.json, "
                                     "model.safetensors and vocab.txt)")
         params, config = bert.from_pretrained(directory)
-        tokenizer = bert.load_tokenizer(directory)
+        tokenizer = bert.load_wordpiece(directory)
         options = bert.read_sentence_options(directory)
         if args.max_length is not None:
             options["max_length"] = args.max_length

@@ -33,9 +33,10 @@ way, as in nanoGPT.
 ``sequence_logprob`` scores a continuation, log p(idx[:, start:] | idx[:, :start]), to compare
 decoding strategies by the likelihood the model gives their outputs.
 
-The cached forward is inference only: it calls the ops' forward functions and drops their
-backward caches. ``kernels="numba"`` swaps in the numba LayerNorm, GELU and softmax of
-``llm_from_scratch.kernels.ops``.
+The cached forward is the model's own forward pass, ``models.gpt.gpt_logits``, given the cache:
+each block's ``attention.mha_forward`` writes the new keys and values into it and attends over
+all of them. It is inference only (no gradient flows through the cache). ``kernels="numba"``
+swaps in the numba ops, as in training.
 
 Left out: beam search, repetition penalties, min-p / typical sampling, padding (prompts of a
 batch have the same length), multi-query / grouped-query caches, paged or quantised caches.
@@ -61,8 +62,8 @@ from __future__ import annotations
 import numpy as np
 
 from llm_from_scratch import ops
-from llm_from_scratch.attention import merge_heads, split_heads
-from llm_from_scratch.models.gpt import KERNELS, GPTConfig, check_params, gpt_forward
+from llm_from_scratch.kernels.backend import get_ops
+from llm_from_scratch.models.gpt import GPTConfig, check_params, gpt_forward, gpt_logits
 
 # Dimension letters, the same in every shape comment of this file:
 #   B  batch size            T  new tokens in one call  C  channels, n_embd
@@ -73,9 +74,6 @@ from llm_from_scratch.models.gpt import KERNELS, GPTConfig, check_params, gpt_fo
 __all__ = ["greedy_next", "apply_temperature", "top_k_filter", "top_p_filter", "filter_logits",
            "sample_from_logits", "sample_next", "kv_cache_bytes", "init_kv_cache", "gpt_forward_cached",
            "generate", "sequence_logprob"]
-
-# activation_function of the config -> the ``approximate`` argument of gelu_forward (as in gpt.py)
-_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -295,16 +293,6 @@ def _check_idx(idx, config: GPTConfig) -> None:
                          f"[{b}, {t}]")
 
 
-def _backend(kernels: str):
-    """The ops module: the numpy one (what the book teaches) or its numba twins."""
-    if kernels == "numpy":
-        return ops
-    if kernels == "numba":
-        from llm_from_scratch.kernels import ops as numba_ops
-        return numba_ops
-    raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-
-
 def gpt_forward_cached(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarray,
                        kv_cache: np.ndarray, start: int, kernels: str = "numpy", *, check: bool = True
                        ) -> np.ndarray:
@@ -330,44 +318,10 @@ def gpt_forward_cached(params: dict[str, np.ndarray], config: GPTConfig, idx: np
     >>> bool(np.allclose(first, full[:, :3]) and np.allclose(last, full[:, 3:]))
     True
     """
-    K = _backend(kernels)
+    K = get_ops(kernels)
     if check:
         _check_cached_inputs(params, config, idx, kv_cache, start)
-    B, T = idx.shape
-    C, NH, HS = config.n_embd, config.n_head, config.head_size
-    N = start + T  # positions attended to: the cached ones and the new ones
-    eps = config.layer_norm_epsilon
-    approximate = _GELU[config.activation_function]
-    scale = kv_cache.dtype.type(1.0 / np.sqrt(HS))
-    # query t (at position start + t) sees keys 0 .. start + t; one new token sees every key
-    mask = None if T == 1 else np.arange(N)[None, :] <= start + np.arange(T)[:, None]  # (T, N)
-    p = params
-
-    tok, _ = K.embedding_forward(idx, p["transformer.wte.weight"])  # (B, T) -> (B, T, C)
-    x = tok + p["transformer.wpe.weight"][start:N]  # (B, T, C) + (T, C) -> (B, T, C)
-    for i in range(config.n_layer):
-        h = f"transformer.h.{i}."
-        # attention sub-block, the new positions' queries against every cached key
-        a_in, _ = K.layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)  # (B, T, C)
-        qkv, _ = K.linear_forward(a_in, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"])  # (B, T, 3C)
-        q, k, v = (split_heads(qkv[..., j * C:(j + 1) * C], NH) for j in range(3))  # 3 x (B, NH, T, HS)
-        kv_cache[i, 0, :, :, start:N] = k  # (B, NH, T, HS) keys of the new positions
-        kv_cache[i, 1, :, :, start:N] = v  # (B, NH, T, HS) and their values
-        keys, values = kv_cache[i, 0, :, :, :N], kv_cache[i, 1, :, :, :N]  # 2 x (B, NH, N, HS)
-        att = (q @ keys.transpose(0, 1, 3, 2)) * scale  # (B, NH, T, HS) @ (B, NH, HS, N) -> (B, NH, T, N)
-        att, _ = K.softmax_forward(att, mask)  # (B, NH, T, N)
-        y = merge_heads(att @ values)  # (B, NH, T, N) @ (B, NH, N, HS) -> (B, NH, T, HS) -> (B, T, C)
-        a, _ = K.linear_forward(y, p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"])  # (B, T, C)
-        x = x + a  # (B, T, C)
-        # MLP sub-block
-        m_in, _ = K.layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)  # (B, T, C)
-        u, _ = K.linear_forward(m_in, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
-        g, _ = K.gelu_forward(u, approximate=approximate)  # (B, T, 4C)
-        m, _ = K.linear_forward(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])  # (B, T, C)
-        x = x + m  # (B, T, C)
-    xf, _ = K.layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)  # (B, T, C)
-    logits, _ = K.linear_forward(xf, p["transformer.wte.weight"].T)  # (B, T, C) @ (C, V) -> (B, T, V)
-    return logits
+    return gpt_logits(params, config, idx, K, kv_cache=kv_cache, start=start)[0]  # (B, T, V)
 
 
 def _check_cached_inputs(params, config, idx, kv_cache, start) -> None:
@@ -429,7 +383,7 @@ def generate(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarray, 
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
-    _backend(kernels)
+    get_ops(kernels)
     dtype = check_params(params, config)
     _check_idx(idx, config)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:

@@ -307,6 +307,10 @@ def tanh_backward(dout: np.ndarray, cache) -> np.ndarray:
     return dx
 
 
+# Hugging Face's ``activation_function`` / ``hidden_act`` names -> the ``approximate`` argument below
+GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
 def gelu_forward(x: np.ndarray, approximate: str = "none"):
     """GELU, ``x * Phi(x)`` with ``Phi`` the standard normal CDF; the cache is ``(x, approximate)``.
 

@@ -73,7 +73,72 @@ def test_mha_gradcheck():
         return out
 
     fwd(x, **p)
-    gradcheck(fwd, lambda d: mha_backward(d, cache["c"]), {"x": x, **p})
+    gradcheck(fwd, lambda d: mha_backward(d, cache["c"])[:5], {"x": x, **p})  # [5] is dmemory, None here
+
+
+def _mha_params(rng, C):
+    return {"w_attn": rng.standard_normal((C, 3 * C)) * 0.5, "b_attn": rng.standard_normal(3 * C) * 0.1,
+            "w_proj": rng.standard_normal((C, C)) * 0.5, "b_proj": rng.standard_normal(C) * 0.1}
+
+
+def test_cross_attention_gradcheck_reaches_queries_and_memory():
+    """Queries from x (T = 3), keys and values from a padded memory (S = 5): gradients flow to
+    both sequences and to every weight."""
+    rng = np.random.default_rng(5)
+    B, T, S, C, NH = 2, 3, 5, 6, 3
+    x, memory = rng.standard_normal((B, T, C)), rng.standard_normal((B, S, C))
+    key_mask = np.array([[True] * 5, [True, True, True, False, False]])
+    p = _mha_params(rng, C)
+    cache = {}
+
+    def fwd(x, memory, w_attn, b_attn, w_proj, b_proj):
+        out, cache["c"] = mha_forward(x, w_attn, b_attn, w_proj, b_proj, NH, causal=False, key_mask=key_mask,
+                                      memory=memory)
+        return out
+
+    fwd(x, memory, **p)
+
+    def bwd(d):
+        g = mha_backward(d, cache["c"])
+        return g.dx, g.dmemory, g.dw_attn, g.db_attn, g.dw_proj, g.db_proj
+
+    gradcheck(fwd, bwd, {"x": x, "memory": memory, **p})
+    # padded memory positions change nothing and get no gradient
+    g = mha_backward(rng.standard_normal((B, T, C)), cache["c"])
+    assert np.all(g.dmemory[1, 3:] == 0), f"max abs dmemory at padding: {np.abs(g.dmemory[1, 3:]).max()}"
+
+
+def test_attention_dropout_gradcheck_and_expectation():
+    rng = np.random.default_rng(6)
+    q, k, v = _qkv(rng, T=4)
+    cache = {}
+
+    def fwd(q, k, v):  # the same seed every call: the same dropout mask
+        out, cache["c"] = attention_forward(q, k, v, causal=False, dropout=0.3, rng=np.random.default_rng(1))
+        return out
+
+    fwd(q, k, v)
+    gradcheck(fwd, lambda d: attention_backward(d, cache["c"]), {"q": q, "k": k, "v": v})
+    assert cache["c"].drop is not None and (cache["c"].drop == 0).any()
+    with pytest.raises(ValueError, match="rng"):
+        attention_forward(q, k, v, dropout=0.1)
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_kv_cache_decoding_equals_full_causal_attention(kernels):
+    """Prefill three tokens, then add two one at a time: the outputs equal causal attention
+    over all five at once."""
+    from llm_from_scratch.kernels.backend import get_ops
+    rng = np.random.default_rng(7)
+    B, T, C, NH = 2, 5, 8, 2
+    x = rng.standard_normal((B, T, C))
+    p = _mha_params(rng, C)
+    K = get_ops(kernels)
+    full, _ = mha_forward(x, **p, NH=NH, ops=K)
+    kv = np.zeros((2, B, NH, 8, C // NH))  # room for 8 positions
+    parts = [mha_forward(x[:, :3], **p, NH=NH, ops=K, kv_cache=kv, start=0)[0]]
+    parts += [mha_forward(x[:, t:t + 1], **p, NH=NH, ops=K, kv_cache=kv, start=t)[0] for t in (3, 4)]
+    assert_close(np.concatenate(parts, axis=1), full, rtol=1e-12, atol=1e-12, name="cached vs full")
 
 
 @pytest.mark.parity

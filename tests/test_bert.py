@@ -12,8 +12,8 @@ from llm_from_scratch.cli import main as cli_main
 from llm_from_scratch.models.bert import (HEADS, BertConfig, bert_backward, bert_classify_backward,
                                           bert_classify_forward, bert_forward, bert_mlm_backward, bert_mlm_forward,
                                           bert_qa_backward, bert_qa_forward, check_params, encode_sentences,
-                                          from_pretrained, heads_of, init_params, load_tokenizer, num_params,
-                                          param_shapes, read_sentence_options, save_pretrained, save_tokenizer)
+                                          from_pretrained, heads_of, init_params, load_wordpiece, num_params,
+                                          param_shapes, read_sentence_options, save_pretrained, save_wordpiece)
 from llm_from_scratch.testing import assert_close, numerical_gradient
 from llm_from_scratch.tokenizers.wordpiece import WordPieceTokenizer
 
@@ -454,14 +454,14 @@ def test_load_refuses_bad_checkpoints(tmp_path):
 
 def test_tokenizer_files_round_trip(tmp_path):
     tok = WordPieceTokenizer(TINY_VOCAB, do_lower_case=False)
-    save_tokenizer(tok, tmp_path)
-    again = load_tokenizer(tmp_path)
+    save_wordpiece(tok, tmp_path)
+    again = load_wordpiece(tmp_path)
     assert again.id_to_token == TINY_VOCAB and again.do_lower_case is False
     assert again.encode("The dog barks!").input_ids == tok.encode("The dog barks!").input_ids
     (tmp_path / "tokenizer_config.json").unlink()
-    assert load_tokenizer(tmp_path).do_lower_case is True  # BERT's uncased default
+    assert load_wordpiece(tmp_path).do_lower_case is True  # BERT's uncased default
     with pytest.raises(FileNotFoundError, match="no vocab.txt"):
-        load_tokenizer(tmp_path / "elsewhere")
+        load_wordpiece(tmp_path / "elsewhere")
 
 
 # ----------------------------------------------------------------------------------------
@@ -473,7 +473,7 @@ def _tiny_sentence_model(tmp_path, modules=True):
     cfg = dataclasses.replace(TINY, max_position_embeddings=16)
     params = init_params(cfg, seed=3)
     save_pretrained(params, cfg, tmp_path)
-    save_tokenizer(WordPieceTokenizer(TINY_VOCAB), tmp_path)
+    save_wordpiece(WordPieceTokenizer(TINY_VOCAB), tmp_path)
     if modules:
         (tmp_path / "1_Pooling").mkdir(exist_ok=True)
         (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True,
@@ -739,7 +739,7 @@ def minilm():
             pytest.fail(str(exc), pytrace=False)
         pytest.skip(str(exc))
     params, config = from_pretrained(folder)
-    return folder, params, config, load_tokenizer(folder), read_sentence_options(folder)
+    return folder, params, config, load_wordpiece(folder), read_sentence_options(folder)
 
 
 SENTENCES = [

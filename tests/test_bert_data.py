@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llm_from_scratch.bert_data import encode_batch, mask_tokens, qa_features
+from llm_from_scratch.data.bert import encode_batch, mask_tokens, qa_features
 from llm_from_scratch.data import StoryWorld
 from llm_from_scratch.tokenizers import train_wordpiece
 

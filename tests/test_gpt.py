@@ -169,21 +169,24 @@ def test_numba_kernels_match_numpy(dtype, tol):
 
 
 def test_numba_option_routes_attention_through_the_kernel(monkeypatch):
-    # whatever llm_from_scratch.kernels.attention provides is what kernels="numba" calls, both ways
-    from llm_from_scratch import attention
-    from llm_from_scratch.models import gpt
+    # the numba namespace's attention (the kernel) is what kernels="numba" calls, both ways
+    from llm_from_scratch.kernels import attention as kernel
+    from llm_from_scratch.kernels.backend import get_ops
 
     calls = []
+    K = get_ops("numba")
+    assert K.attention_forward is kernel.attention_forward and K.attention_backward is kernel.attention_backward
 
     def fwd(q, k, v, causal=True, key_mask=None):
         calls.append("forward")
-        return attention.attention_forward(q, k, v, causal=causal, key_mask=key_mask)
+        return kernel.attention_forward(q, k, v, causal=causal, key_mask=key_mask)
 
     def bwd(dout, cache):
         calls.append("backward")
-        return attention.attention_backward(dout, cache)
+        return kernel.attention_backward(dout, cache)
 
-    monkeypatch.setattr(gpt, "_numba_attention", lambda: (fwd, bwd))
+    monkeypatch.setattr(K, "attention_forward", fwd)
+    monkeypatch.setattr(K, "attention_backward", bwd)
     params = _random_params(TINY, seed=6)
     idx, targets = _batch(np.random.default_rng(5), TINY, B=2, T=5)
     _, loss, cache = gpt_forward(params, TINY, idx, targets, kernels="numba")
@@ -193,13 +196,14 @@ def test_numba_option_routes_attention_through_the_kernel(monkeypatch):
 
 
 def test_numba_option_routes_every_linear_layer_through_the_twin(monkeypatch):
-    # the attention's c_attn and c_proj too (attention.mha_forward would call the numpy ones)
-    from llm_from_scratch.kernels import ops as kops
+    # the attention's c_attn and c_proj too (attention.mha_forward receives the numba namespace)
+    from llm_from_scratch.kernels.backend import get_ops
 
     calls = []
+    K = get_ops("numba")
     for name in ("linear_forward", "linear_backward"):
-        original = getattr(kops, name)
-        monkeypatch.setattr(kops, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+        original = getattr(K, name)
+        monkeypatch.setattr(K, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
     params = _random_params(TINY, seed=7)
     idx, targets = _batch(np.random.default_rng(6), TINY, B=2, T=5)
     _, loss, cache = gpt_forward(params, TINY, idx, targets, kernels="numba")

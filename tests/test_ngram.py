@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from llm_from_scratch.ngram import NGramModel
+from llm_from_scratch.models.ngram import NGramModel
 from llm_from_scratch.testing import assert_close
 
 

@@ -5,6 +5,7 @@
   hash-based train/val/test splits.
 - ``realtext``: the Python standard library's own source as a real-text corpus, or a file.
 - ``batching``: random training windows and sequential evaluation windows of token ids.
+- ``bert``: BERT's inputs: masked-language-model masking and question-answering span features.
 """
 
 from .batching import get_batch, iter_windows

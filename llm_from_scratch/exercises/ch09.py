@@ -1,7 +1,7 @@
 """Exercises for chapter 9, BERT.
 
 Two references are the package's own code, wrapped only to give them the exercise's name and a
-simple signature: ``mask_positions`` is ``bert_data.mask_tokens`` and ``squad_f1`` is
+simple signature: ``mask_positions`` is ``data.bert.mask_tokens`` and ``squad_f1`` is
 ``metrics.token_f1``. ``precision_recall`` reads per-class precision and recall off a confusion
 matrix, as ``metrics.classification_report`` does. Each wrapper imports what it calls inside its
 body, so its source, copied into a file on its own, still runs.
@@ -32,9 +32,9 @@ def mask_positions(ids, special_ids, mask_id, vocab_size, seed):
     Example: a row ``[2, 10, 11, 12, 13, 14, 15, 16, 3, 0]`` has 9 real tokens, so
     round(1.35) = 1 position among the seven ids 10..16 is chosen; [CLS] = 2 and [SEP] = 3 never are.
 
-    The reference is the package's ``llm_from_scratch.bert_data.mask_tokens``.
+    The reference is the package's ``llm_from_scratch.data.bert.mask_tokens``.
     """
-    from llm_from_scratch.bert_data import mask_tokens
+    from llm_from_scratch.data.bert import mask_tokens
 
     ids = np.asarray(ids)
     return mask_tokens(ids, (ids != 0).astype(np.int64), special_ids, mask_id, vocab_size,
@@ -43,7 +43,7 @@ def mask_positions(ids, special_ids, mask_id, vocab_size, seed):
 
 def _wrong_mask_positions(ids, special_ids, mask_id, vocab_size, seed):
     # forgets to exclude [CLS] and [SEP]: only padding is protected
-    from llm_from_scratch.bert_data import mask_tokens
+    from llm_from_scratch.data.bert import mask_tokens
 
     ids = np.asarray(ids)
     return mask_tokens(ids, (ids != 0).astype(np.int64), {0}, mask_id, vocab_size, np.random.default_rng(seed))

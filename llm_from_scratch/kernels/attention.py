@@ -2,8 +2,9 @@
 
 Same names, signatures and results (to float rounding) as the plain numpy reference in
 ``llm_from_scratch.attention``, which is the version the book teaches and the one to read first.
-Plug it into multi-head attention with
-``mha_forward(..., attention=(attention_forward, attention_backward))``.
+Multi-head attention uses it through the ops namespace:
+``mha_forward(..., ops=kernels.backend.get_ops("numba"))``, whenever there are as many queries
+as keys and no dropout (the kernel's case).
 
 What is different is the order of work. The reference makes the whole (B, NH, T, T) score
 matrix, softmaxes it, keeps it in the cache and multiplies by it again in the backward pass.

@@ -1,17 +1,21 @@
-"""What the models share: parameter checks and reading/writing checkpoint folders."""
+"""What the models share: parameter checks, dropout while training, and reading/writing
+checkpoint folders."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from llm_from_scratch import safetensors
 
-__all__ = ["check_arrays", "check_checkpoint", "read_config", "write_json", "load_tensors"]
+__all__ = ["check_arrays", "check_params", "maybe_dropout_forward", "maybe_dropout_backward", "check_checkpoint",
+           "check_same_config", "cast_params", "read_config", "write_json", "load_tensors"]
 
 
 def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> np.dtype:
@@ -31,6 +35,68 @@ def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
         raise TypeError(f"params mix dtypes {sorted(str(d) for d in dtypes)}; cast them all to float32 "
                         "(training) or float64 (gradient checks)")
     return dtypes.pop()
+
+
+def check_params(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], what: str, build: str,
+                 extra_hint: Callable[[list[str]], str] = lambda extra: "") -> np.dtype:
+    """Raise a readable error unless ``params`` has exactly the names of ``shapes`` (KeyError),
+    with those shapes (ValueError), all float32 or all float64 (TypeError); return the dtype.
+
+    ``what`` describes the config ("this config"), ``build`` says how to make the right dict, and
+    ``extra_hint(extra_names)`` may explain a typical extra tensor.
+
+    >>> check_params({"w": np.zeros(2)}, {"w": (2,), "b": (2,)}, "this config", "init_params(config)")
+    Traceback (most recent call last):
+    ...
+    KeyError: "params lacks 1 of the 2 tensors of this config, e.g. ['b']; build them with init_params(config)"
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict of name -> numpy array, got {type(params).__name__}")
+    missing = [name for name in shapes if name not in params]
+    if missing:
+        raise KeyError(f"params lacks {len(missing)} of the {len(shapes)} tensors of {what}, e.g. {missing[:3]}; "
+                       f"build them with {build}")
+    extra = [name for name in params if name not in shapes]
+    if extra:
+        raise KeyError(f"params has tensors {what} does not use: {extra[:3]}{extra_hint(extra)}")
+    return check_arrays(params, shapes)
+
+
+def maybe_dropout_forward(ops, x: np.ndarray, p: float, rng, train: bool):
+    """``ops.dropout_forward`` when it does something (training, ``p`` > 0); otherwise
+    ``(x, None)``, the identity without a copy."""
+    if not train or p == 0:
+        return x, None
+    return ops.dropout_forward(x, p, rng, train=True)
+
+
+def maybe_dropout_backward(ops, dout: np.ndarray, cache) -> np.ndarray:
+    """Gradient of ``maybe_dropout_forward``: ``dout`` itself through the identity."""
+    return dout if cache is None else ops.dropout_backward(dout, cache)
+
+
+def check_same_config(directory, given, found) -> None:
+    """Refuse a checkpoint whose config ``found`` differs from the ``given`` one (None: any),
+    naming every field that differs."""
+    if given is not None and given != found:
+        diffs = [f"{f.name}: expected {getattr(given, f.name)!r}, checkpoint has {getattr(found, f.name)!r}"
+                 for f in dataclasses.fields(found) if getattr(given, f.name) != getattr(found, f.name)]
+        raise ValueError(f"{directory}: the checkpoint's config differs from the one given: " + "; ".join(diffs))
+
+
+def cast_params(tensors: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], dtype=None
+                ) -> dict[str, np.ndarray]:
+    """The tensors named in ``shapes``, in that order: cast to ``dtype``, or, with None, kept as
+    stored when float32/float64 (float16/bfloat16 become float32)."""
+    params = {}
+    for name in shapes:
+        value = tensors[name]
+        if dtype is not None:
+            value = value.astype(dtype)
+        elif value.dtype not in (np.float32, np.float64):
+            value = value.astype(np.float32)
+        params[name] = value
+    return params
 
 
 def check_checkpoint(directory, tensors: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], model: str,

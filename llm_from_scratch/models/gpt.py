@@ -17,20 +17,24 @@ checkpoint loads by copying arrays (``from_pretrained``) and ours loads in ``tra
 lookup at the bottom and the head at the top. Gradients accumulate with ``+=`` wherever a value
 feeds two places: the residual stream and the tied embedding.
 
-``gpt_forward`` returns ``(logits, loss, cache)`` and ``gpt_backward(cache)`` returns ``grads``
-with the same keys as ``params``. ``kernels="numba"`` swaps the numpy ops for their numba twins
-in ``llm_from_scratch.kernels`` (the linear layers, LayerNorm, GELU, cross-entropy, the embedding
-scatter-add, and causal attention when ``llm_from_scratch.kernels.attention`` is present), so that
-every parallel part of a step runs on numba's threads; results agree with the numpy path to
-float rounding. ``num_params`` and ``flops_per_token`` count what the model holds
-and what a training step costs, without building it.
+``block_forward``/``block_backward`` are one block; ``gpt_forward`` embeds, loops over the
+blocks and applies the head, returning ``(logits, loss, cache)`` with a ``GPTCache`` (one
+``BlockCache`` per layer), and ``gpt_backward(cache)`` returns ``grads`` with the same keys as
+``params``. ``kernels="numba"`` swaps the numpy ops for their numba twins (the linear layers,
+LayerNorm, GELU, cross-entropy, the embedding scatter-add and causal attention), chosen once by
+``kernels.backend.get_ops``, so that every parallel part of a step runs on numba's threads;
+results agree with the numpy path to float rounding. The attention is
+``attention.mha_forward``, the package's one multi-head attention. ``num_params`` and
+``flops_per_token`` count what the model holds and what a training step costs, without
+building it.
 
 Targets are the *next* tokens, aligned with ``idx`` (``targets[:, t] = idx[:, t + 1]``), as in
 nanoGPT; Hugging Face's ``labels`` are ``idx`` itself, shifted inside the model. Both give the
 same loss when our last target is -100 (see the tests).
 
 Left out: untied output heads, dropout on the attention weights (``attn_pdrop`` must be 0 when
-training), padding masks, cross-attention, key/value caching and generation, mixed precision.
+training), padding masks, mixed precision. Generation and its key/value cache are in
+``llm_from_scratch.generate`` (they reuse ``gpt_logits`` and ``block_forward``).
 
 References:
 
@@ -49,19 +53,21 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 
-from llm_from_scratch import ops, safetensors
-from llm_from_scratch.attention import (attention_backward, attention_forward, merge_heads, mha_backward,
-                                       mha_forward, split_heads)
-from llm_from_scratch.models.common import check_arrays, check_checkpoint, load_tensors, read_config, write_json
+from llm_from_scratch import safetensors
+from llm_from_scratch.attention import MHACache, mha_backward, mha_forward
+from llm_from_scratch.kernels.backend import KERNELS, get_ops
+from llm_from_scratch.models import common
+from llm_from_scratch.models.common import (cast_params, check_checkpoint, check_same_config, load_tensors,
+                                            maybe_dropout_backward, maybe_dropout_forward, read_config, write_json)
+from llm_from_scratch.ops import GELU_APPROXIMATE
 
 # Dimension letters, the same in every shape comment of this file:
 #   B  batch size            T  sequence length        C  channels, n_embd
@@ -69,12 +75,8 @@ from llm_from_scratch.models.common import check_arrays, check_checkpoint, load_
 #   L  number of blocks      P  n_positions, the rows of the position table
 
 __all__ = ["GPTConfig", "KERNELS", "param_shapes", "num_params", "flops_per_token", "init_params",
-           "check_params", "gpt_forward", "gpt_backward", "save_pretrained", "from_pretrained"]
-
-KERNELS = ("numpy", "numba")  # the values of the ``kernels`` option
-
-# activation_function values of Hugging Face configs -> the ``approximate`` argument of gelu_forward
-_ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+           "check_params", "BlockCache", "block_forward", "block_backward", "GPTCache", "gpt_logits",
+           "gpt_forward", "gpt_backward", "save_pretrained", "from_pretrained"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -122,9 +124,9 @@ class GPTConfig:
         if not (isinstance(self.initializer_range, (int, float)) and self.initializer_range >= 0):
             raise ValueError(f"GPTConfig: initializer_range must be a non-negative number, got "
                              f"{self.initializer_range!r}")
-        if self.activation_function not in _ACTIVATIONS:
+        if self.activation_function not in GELU_APPROXIMATE:
             raise ValueError(f"GPTConfig: activation_function {self.activation_function!r} is not supported; "
-                             f"expected one of {sorted(_ACTIVATIONS)}")
+                             f"expected one of {sorted(GELU_APPROXIMATE)}")
         for name in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
             p = getattr(self, name)
             if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
@@ -305,88 +307,139 @@ def init_params(config: GPTConfig, seed: int = 0, dtype=np.float32) -> dict[str,
 def check_params(params: dict[str, np.ndarray], config: GPTConfig) -> np.dtype:
     """Raise a readable error unless ``params`` has exactly the names and shapes of
     ``param_shapes(config)``, all float32 or all float64; return that dtype."""
-    if not isinstance(params, dict):
-        raise TypeError(f"params must be a dict of name -> numpy array, got {type(params).__name__}")
-    shapes = param_shapes(config)
-    missing = [name for name in shapes if name not in params]
-    if missing:
-        raise KeyError(f"params lacks {len(missing)} of the {len(shapes)} tensors of this config, "
-                       f"e.g. {missing[:3]}; build them with init_params(config) or from_pretrained(...)")
-    extra = [name for name in params if name not in shapes]
-    if extra:
-        hint = (" (the output head is tied to transformer.wte.weight: drop lm_head.weight)"
-                if "lm_head.weight" in extra else "")
-        raise KeyError(f"params has tensors this config does not use: {extra[:3]}{hint}")
-    return check_arrays(params, shapes)
+    return common.check_params(
+        params, param_shapes(config), "this config", "init_params(config) or from_pretrained(...)",
+        lambda extra: (" (the output head is tied to transformer.wte.weight: drop lm_head.weight)"
+                       if "lm_head.weight" in extra else ""))
 
 
 # ----------------------------------------------------------------------------------------
-# kernels: the numpy ops (what the book teaches) or their numba twins
+# the block
 
 
-def _backend(kernels: str):
-    """(ops module, attention (forward, backward) pair or None for the numpy attention)."""
-    if kernels == "numpy":
-        return ops, None
-    if kernels == "numba":
-        from llm_from_scratch.kernels import ops as numba_ops
-        return numba_ops, _numba_attention()
-    raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+class BlockCache(NamedTuple):
+    """What ``block_backward`` needs from ``block_forward``: the ops and the name prefix of the
+    layer, and each sub-step's cache, in the order of the forward pass."""
+    ops: SimpleNamespace  # the ops namespace the forward pass ran with
+    prefix: str  # "transformer.h.{layer}."
+    ln_1: tuple  # a_in = ln_1(x)
+    attn: MHACache  # a = attn(a_in)
+    attn_drop: np.ndarray | None  # dropout on a
+    ln_2: tuple  # m_in = ln_2(x + a)
+    fc: tuple  # u = m_in @ W_fc + b_fc
+    gelu: tuple  # g = gelu(u)
+    proj: tuple  # m = g @ W_proj + b_proj
+    mlp_drop: np.ndarray | None  # dropout on m
 
 
-def _numba_attention():
-    """The numba causal attention ``(attention_forward, attention_backward)`` of
-    ``llm_from_scratch.kernels.attention``, or None (numpy attention) where that module is absent."""
-    if importlib.util.find_spec("llm_from_scratch.kernels.attention") is None:
-        return None
-    module = importlib.import_module("llm_from_scratch.kernels.attention")
-    return module.attention_forward, module.attention_backward
+def block_forward(x: np.ndarray, params: dict[str, np.ndarray], layer: int, config: GPTConfig,
+                  ops: SimpleNamespace, train: bool = False, rng: np.random.Generator | None = None,
+                  kv_cache: np.ndarray | None = None, start: int = 0):
+    """Transformer block ``layer`` of GPT-2 (pre-LayerNorm) on the residual stream ``x`` (B, T, C):
+
+        x = x + dropout(attn(ln_1(x)))            causal multi-head self-attention
+        y = x + dropout(mlp(ln_2(x)))             mlp(h) = gelu(h @ W_fc + b_fc) @ W_proj + b_proj
+
+    ``ops`` is a namespace of ``kernels.backend.get_ops``. ``train=True`` applies the config's
+    ``resid_pdrop`` with masks from ``rng``. ``kv_cache`` (2, B, NH, P, HS) and ``start`` are for
+    decoding (see ``generate.gpt_forward_cached``). Returns ``(y, cache)``.
+
+    Example: a block changes its input, and ``block_backward`` gives every weight of its layer.
+
+    >>> from llm_from_scratch.kernels.backend import get_ops
+    >>> cfg = GPTConfig(vocab_size=11, n_positions=8, n_embd=8, n_layer=2, n_head=2)
+    >>> params = init_params(cfg, seed=0, dtype=np.float64)
+    >>> x = np.random.default_rng(0).standard_normal((1, 3, 8))
+    >>> y, cache = block_forward(x, params, 1, cfg, get_ops("numpy"))
+    >>> dx, grads = block_backward(np.ones_like(y), cache)
+    >>> y.shape, dx.shape, sorted(grads)[:2]
+    ((1, 3, 8), (1, 3, 8), ['transformer.h.1.attn.c_attn.bias', 'transformer.h.1.attn.c_attn.weight'])
+    """
+    h, p, eps, K = f"transformer.h.{layer}.", params, config.layer_norm_epsilon, ops
+    # attention sub-block: x = x + attn(ln_1(x))
+    a_in, ln_1 = K.layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)  # (B, T, C)
+    a, attn = mha_forward(a_in, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"], p[h + "attn.c_proj.weight"],
+                          p[h + "attn.c_proj.bias"], config.n_head, causal=True, ops=K, kv_cache=kv_cache,
+                          start=start)  # (B, T, C)
+    a, attn_drop = maybe_dropout_forward(K, a, config.resid_pdrop, rng, train)  # (B, T, C)
+    x = x + a  # (B, T, C)
+    # MLP sub-block: y = x + c_proj(gelu(c_fc(ln_2(x))))
+    m_in, ln_2 = K.layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)  # (B, T, C)
+    u, fc = K.linear_forward(m_in, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
+    g, gelu = K.gelu_forward(u, approximate=GELU_APPROXIMATE[config.activation_function])  # (B, T, 4C)
+    m, proj = K.linear_forward(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])  # (B, T, C)
+    m, mlp_drop = maybe_dropout_forward(K, m, config.resid_pdrop, rng, train)  # (B, T, C)
+    y = x + m  # (B, T, C)
+    return y, BlockCache(K, h, ln_1, attn, attn_drop, ln_2, fc, gelu, proj, mlp_drop)
 
 
-def _mha(K):
-    """The multi-head attention pair ``(forward, backward)`` for the ops module ``K``: the numpy
-    reference's ``mha_forward``/``mha_backward``, or the same steps with the numba twins."""
-    if K is ops:
-        return mha_forward, mha_backward
-    return functools.partial(_mha_forward_twin, K), functools.partial(_mha_backward_twin, K)
-
-
-def _mha_forward_twin(K, x, w_attn, b_attn, w_proj, b_proj, NH, causal=True, attention=None):
-    """``llm_from_scratch.attention.mha_forward`` with the linear layers of ``K`` (it calls the
-    numpy ones): the same steps and the same cache."""
-    attention = attention if attention is not None else (attention_forward, attention_backward)
-    qkv, qkv_cache = K.linear_forward(x, w_attn, b_attn)  # (B, T, C) -> (B, T, 3C)
-    q, k, v = np.split(qkv, 3, axis=2)  # 3 x (B, T, C)
-    q, k, v = split_heads(q, NH), split_heads(k, NH), split_heads(v, NH)  # 3 x (B, NH, T, HS)
-    y, att_cache = attention[0](np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v),
-                                causal=causal)  # (B, NH, T, HS)
-    out, proj_cache = K.linear_forward(merge_heads(y), w_proj, b_proj)  # (B, T, C)
-    return out, (qkv_cache, att_cache, proj_cache, NH, attention)
-
-
-def _mha_backward_twin(K, dout, cache):
-    """``llm_from_scratch.attention.mha_backward`` with the linear layers of ``K``."""
-    qkv_cache, att_cache, proj_cache, NH, attention = cache
-    dy, dw_proj, db_proj = K.linear_backward(dout, proj_cache)  # (B, T, C)
-    dq, dk, dv = attention[1](np.ascontiguousarray(split_heads(dy, NH)), att_cache)  # 3 x (B, NH, T, HS)
-    dqkv = np.concatenate([merge_heads(dq), merge_heads(dk), merge_heads(dv)], axis=2)  # (B, T, 3C)
-    dx, dw_attn, db_attn = K.linear_backward(dqkv, qkv_cache)  # (B, T, C)
-    return dx, dw_attn, db_attn, dw_proj, db_proj
-
-
-def _dropout_forward(K, x, p, rng, train):
-    """``K.dropout_forward`` when it does something; ``(x, None)`` (no copy) when it does not."""
-    if not train or p == 0:
-        return x, None
-    return K.dropout_forward(x, p, rng, train=True)
-
-
-def _dropout_backward(K, dout, cache):
-    return dout if cache is None else K.dropout_backward(dout, cache)
+def block_backward(dy: np.ndarray, cache: BlockCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Gradients of ``block_forward``: ``(dx, grads)``, ``grads`` keyed by the layer's parameter
+    names. Example: see ``block_forward``."""
+    K, h, c, grads = cache.ops, cache.prefix, cache, {}
+    # in the forward pass this was: y = x + m, so dy flows on unchanged to x, and whole into m
+    dm = maybe_dropout_backward(K, dy, c.mlp_drop)  # (B, T, C)
+    # m = g @ W_proj + b_proj
+    dg, grads[h + "mlp.c_proj.weight"], grads[h + "mlp.c_proj.bias"] = K.linear_backward(dm, c.proj)  # (B, T, 4C)
+    # g = gelu(u)
+    du = K.gelu_backward(dg, c.gelu)  # (B, T, 4C)
+    # u = m_in @ W_fc + b_fc
+    dm_in, grads[h + "mlp.c_fc.weight"], grads[h + "mlp.c_fc.bias"] = K.linear_backward(du, c.fc)  # (B, T, C)
+    # m_in = ln_2(x): x fed the residual and ln_2, so their gradients add
+    dx, grads[h + "ln_2.weight"], grads[h + "ln_2.bias"] = K.layernorm_backward(dm_in, c.ln_2)  # (B, T, C)
+    dx += dy  # (B, T, C), a fresh array from layernorm_backward
+    # x = x + a
+    da = maybe_dropout_backward(K, dx, c.attn_drop)  # (B, T, C)
+    # a = attn(a_in)
+    da_in, grads[h + "attn.c_attn.weight"], grads[h + "attn.c_attn.bias"], \
+        grads[h + "attn.c_proj.weight"], grads[h + "attn.c_proj.bias"], _ = mha_backward(da, c.attn)  # (B, T, C)
+    # a_in = ln_1(x): again two uses of x, two gradients added
+    dx_ln1, grads[h + "ln_1.weight"], grads[h + "ln_1.bias"] = K.layernorm_backward(da_in, c.ln_1)  # (B, T, C)
+    dx_ln1 += dx  # (B, T, C)
+    return dx_ln1, grads
 
 
 # ----------------------------------------------------------------------------------------
 # forward and backward
+
+
+class GPTCache(NamedTuple):
+    """What ``gpt_backward`` needs from ``gpt_forward``."""
+    config: GPTConfig
+    ops: SimpleNamespace  # the ops namespace the forward pass ran with
+    dtype: np.dtype  # of the parameters
+    T: int  # sequence length
+    tok: tuple  # the embedding lookup's cache
+    embd_drop: np.ndarray | None  # dropout on tok + pos
+    blocks: list  # a BlockCache per layer
+    ln_f: tuple  # the final LayerNorm's cache
+    head: tuple  # the tied head's linear cache
+    ce: tuple | None  # the cross-entropy's cache, None without targets
+
+
+def gpt_logits(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarray, ops: SimpleNamespace,
+               train: bool = False, rng: np.random.Generator | None = None, kv_cache: np.ndarray | None = None,
+               start: int = 0):
+    """The forward pass to the logits (B, T, V), without input checks: ``gpt_forward`` and
+    ``generate.gpt_forward_cached`` check their inputs and call it. The tokens ``idx`` (B, T)
+    sit at positions ``start .. start + T - 1``; ``kv_cache`` (L, 2, B, NH, P, HS) holds the keys
+    and values of earlier positions, for decoding. Returns ``(logits, cache)``, a ``GPTCache``
+    with ``dtype`` and ``ce`` left empty."""
+    p, K, T = params, ops, idx.shape[1]
+    # embeddings: token rows plus position rows
+    tok, tok_cache = K.embedding_forward(idx, p["transformer.wte.weight"])  # (B, T) -> (B, T, C)
+    x = tok + p["transformer.wpe.weight"][start:start + T]  # (B, T, C) + (T, C) -> (B, T, C)
+    x, embd_drop = maybe_dropout_forward(K, x, config.embd_pdrop, rng, train)  # (B, T, C)
+    blocks = []
+    for i in range(config.n_layer):
+        x, block = block_forward(x, p, i, config, K, train, rng, None if kv_cache is None else kv_cache[i],
+                                 start)  # (B, T, C)
+        blocks.append(block)
+    # final LayerNorm and the tied head: logits = ln_f(x) @ wte^T
+    eps = config.layer_norm_epsilon
+    xf, ln_f = K.layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)  # (B, T, C)
+    logits, head = K.linear_forward(xf, p["transformer.wte.weight"].T)  # (B, T, C) @ (C, V) -> (B, T, V)
+    return logits, GPTCache(config, K, None, T, tok_cache, embd_drop, blocks, ln_f, head, None)
 
 
 def gpt_forward(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarray,
@@ -414,7 +467,7 @@ def gpt_forward(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarra
     """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
-    K, attention = _backend(kernels)
+    K = get_ops(kernels)
     dtype = check_params(params, config)
     if not isinstance(idx, np.ndarray) or not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 2:
         got = f"{idx.dtype} {idx.shape}" if isinstance(idx, np.ndarray) else type(idx).__name__
@@ -434,99 +487,42 @@ def gpt_forward(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarra
         got = targets.shape if isinstance(targets, np.ndarray) else type(targets).__name__
         raise ValueError(f"targets must have the shape of idx {idx.shape} (the next token at each position, "
                          f"-100 to skip one), got {got}")
-    eps = config.layer_norm_epsilon
-    approximate = _ACTIVATIONS[config.activation_function]
-    mha_forward, _ = _mha(K)  # the reference's, or its twin on the numba ops
-    p = params
-
-    # embeddings: token rows plus position rows
-    tok, tok_cache = K.embedding_forward(idx, p["transformer.wte.weight"])  # (B, T) -> (B, T, C)
-    pos = p["transformer.wpe.weight"][:T]  # (T, C)
-    x = tok + pos  # (B, T, C) + (T, C) -> (B, T, C)
-    x, embd_drop = _dropout_forward(K, x, config.embd_pdrop, rng, train)  # (B, T, C)
-
-    layers = []
-    for i in range(config.n_layer):
-        h = f"transformer.h.{i}."
-        # attention sub-block: x = x + attn(ln_1(x))
-        a_in, ln1 = K.layernorm_forward(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"], eps)  # (B, T, C)
-        a, attn = mha_forward(a_in, p[h + "attn.c_attn.weight"], p[h + "attn.c_attn.bias"],
-                              p[h + "attn.c_proj.weight"], p[h + "attn.c_proj.bias"], config.n_head,
-                              causal=True, attention=attention)  # (B, T, C)
-        a, attn_drop = _dropout_forward(K, a, config.resid_pdrop, rng, train)  # (B, T, C)
-        x = x + a  # (B, T, C)
-        # MLP sub-block: x = x + c_proj(gelu(c_fc(ln_2(x))))
-        m_in, ln2 = K.layernorm_forward(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"], eps)  # (B, T, C)
-        u, fc = K.linear_forward(m_in, p[h + "mlp.c_fc.weight"], p[h + "mlp.c_fc.bias"])  # (B, T, 4C)
-        g, gelu = K.gelu_forward(u, approximate=approximate)  # (B, T, 4C)
-        m, proj = K.linear_forward(g, p[h + "mlp.c_proj.weight"], p[h + "mlp.c_proj.bias"])  # (B, T, C)
-        m, mlp_drop = _dropout_forward(K, m, config.resid_pdrop, rng, train)  # (B, T, C)
-        x = x + m  # (B, T, C)
-        layers.append((ln1, attn, attn_drop, ln2, fc, gelu, proj, mlp_drop))
-
-    # final LayerNorm and the tied head: logits = ln_f(x) @ wte^T
-    xf, lnf = K.layernorm_forward(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)  # (B, T, C)
-    logits, head = K.linear_forward(xf, p["transformer.wte.weight"].T)  # (B, T, C) @ (C, V) -> (B, T, V)
-
+    logits, cache = gpt_logits(params, config, idx, K, train, rng)
     loss, ce = None, None
     if targets is not None:
         loss, ce = K.cross_entropy_forward(logits, targets)  # scalar
-    cache = (config, kernels, dtype, T, tok_cache, embd_drop, layers, lnf, head, ce)
-    return logits, loss, cache
+    return logits, loss, cache._replace(dtype=dtype, ce=ce)
 
 
-def gpt_backward(cache, dloss: float = 1.0, dlogits: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def gpt_backward(cache: GPTCache, dloss: float = 1.0, dlogits: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Gradients of the loss with respect to every parameter: a dict with the keys (and order)
     of ``params``. ``dloss`` scales the mean loss's gradient; ``dlogits`` (B, T, V), if given,
     is used instead of the loss (the forward pass then needs no targets).
 
     Example: see ``gpt_forward``.
     """
-    config, kernels, dtype, T, tok_cache, embd_drop, layers, lnf, head, ce = cache
-    K, _ = _backend(kernels)
-    _, mha_backward = _mha(K)  # the reference's, or its twin on the numba ops
+    config, K, c = cache.config, cache.ops, cache
     grads = {}
     # in the forward pass this was: loss = cross_entropy(logits, targets), so now
     if dlogits is None:
-        if ce is None:
+        if c.ce is None:
             raise ValueError("gpt_backward needs the cache of a forward pass given targets, or dlogits")
-        dlogits = K.cross_entropy_backward(dloss, ce)  # (B, T, V)
+        dlogits = K.cross_entropy_backward(dloss, c.ce)  # (B, T, V)
     # logits = xf @ wte^T: the head's weight is wte transposed, so its gradient is too
-    dxf, dwte_t, _ = K.linear_backward(dlogits, head)  # (B, T, C), (C, V)
+    dxf, dwte_t, _ = K.linear_backward(dlogits, c.head)  # (B, T, C), (C, V)
     grads["transformer.wte.weight"] = np.ascontiguousarray(dwte_t.T)  # (V, C), the lookup adds below
     # xf = ln_f(x)
-    dx, grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"] = K.layernorm_backward(dxf, lnf)  # (B, T, C)
-
-    for i in reversed(range(config.n_layer)):
-        h = f"transformer.h.{i}."
-        ln1, attn, attn_drop, ln2, fc, gelu, proj, mlp_drop = layers[i]
-        # x = x + m: dx flows on unchanged to the earlier x, and whole into the branch m
-        dm = _dropout_backward(K, dx, mlp_drop)  # (B, T, C)
-        # m = g @ W_proj + b_proj
-        dg, grads[h + "mlp.c_proj.weight"], grads[h + "mlp.c_proj.bias"] = K.linear_backward(dm, proj)  # (B, T, 4C)
-        # g = gelu(u)
-        du = K.gelu_backward(dg, gelu)  # (B, T, 4C)
-        # u = m_in @ W_fc + b_fc
-        dm_in, grads[h + "mlp.c_fc.weight"], grads[h + "mlp.c_fc.bias"] = K.linear_backward(du, fc)  # (B, T, C)
-        # m_in = ln_2(x): x fed the residual and ln_2, so their gradients add
-        dx_ln2, grads[h + "ln_2.weight"], grads[h + "ln_2.bias"] = K.layernorm_backward(dm_in, ln2)  # (B, T, C)
-        dx += dx_ln2  # (B, T, C)
-        # x = x + a
-        da = _dropout_backward(K, dx, attn_drop)  # (B, T, C)
-        # a = attn(a_in)
-        da_in, grads[h + "attn.c_attn.weight"], grads[h + "attn.c_attn.bias"], \
-            grads[h + "attn.c_proj.weight"], grads[h + "attn.c_proj.bias"] = mha_backward(da, attn)  # (B, T, C)
-        # a_in = ln_1(x): again two uses of x, two gradients added
-        dx_ln1, grads[h + "ln_1.weight"], grads[h + "ln_1.bias"] = K.layernorm_backward(da_in, ln1)  # (B, T, C)
-        dx += dx_ln1  # (B, T, C)
-
+    dx, grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"] = K.layernorm_backward(dxf, c.ln_f)  # (B, T, C)
+    for block in reversed(c.blocks):
+        dx, block_grads = block_backward(dx, block)  # (B, T, C)
+        grads.update(block_grads)
     # x = dropout(tok + pos), pos = wpe[:T], tok = wte[idx]
-    dx = _dropout_backward(K, dx, embd_drop)  # (B, T, C)
-    dwpe = np.zeros((config.n_positions, config.n_embd), dtype=dtype)  # (P, C)
-    dwpe[:T] = dx.sum(axis=0)  # (B, T, C) -> (T, C): every sequence used the same positions
+    dx = maybe_dropout_backward(K, dx, c.embd_drop)  # (B, T, C)
+    dwpe = np.zeros((config.n_positions, config.n_embd), dtype=c.dtype)  # (P, C)
+    dwpe[:c.T] = dx.sum(axis=0)  # (B, T, C) -> (T, C): every sequence used the same positions
     grads["transformer.wpe.weight"] = dwpe
     # wte is used twice, by the head and by the lookup: the two gradients add
-    grads["transformer.wte.weight"] += K.embedding_backward(dx, tok_cache)  # (V, C)
+    grads["transformer.wte.weight"] += K.embedding_backward(dx, c.tok)  # (V, C)
     return {name: grads[name] for name in param_shapes(config)}
 
 
@@ -567,10 +563,7 @@ def from_pretrained(directory, dtype=None, config: GPTConfig | None = None
     """
     directory = Path(directory)
     found = GPTConfig.from_json(directory / "config.json")
-    if config is not None and config != found:
-        diffs = [f"{f.name}: expected {getattr(config, f.name)!r}, checkpoint has {getattr(found, f.name)!r}"
-                 for f in dataclasses.fields(GPTConfig) if getattr(config, f.name) != getattr(found, f.name)]
-        raise ValueError(f"{directory}: the checkpoint's config differs from the one given: " + "; ".join(diffs))
+    check_same_config(directory, config, found)
     config = found
     raw = load_tensors(directory)
     tensors, lm_head = {}, None
@@ -590,13 +583,6 @@ def from_pretrained(directory, dtype=None, config: GPTConfig | None = None
     if lm_head is not None and (lm_head.shape != wte.shape or not np.array_equal(lm_head, wte)):
         raise ValueError(f"{directory}: lm_head.weight differs from transformer.wte.weight; this model ties "
                          "its output head to the token embedding (an untied head is not implemented)")
-    params = {}
-    for name in shapes:
-        value = tensors[name]
-        if dtype is not None:
-            value = value.astype(dtype)
-        elif value.dtype not in (np.float32, np.float64):
-            value = value.astype(np.float32)
-        params[name] = value
+    params = cast_params(tensors, shapes, dtype)
     check_params(params, config)
     return params, config
