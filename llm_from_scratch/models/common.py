@@ -15,7 +15,7 @@ import numpy as np
 from llm_from_scratch import safetensors
 
 __all__ = ["check_arrays", "check_params", "maybe_dropout_forward", "maybe_dropout_backward", "check_checkpoint",
-           "check_same_config", "cast_params", "read_config", "write_json", "load_tensors"]
+           "read_checkpoint_config", "cast_params", "read_config", "write_json", "load_tensors"]
 
 
 def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> np.dtype:
@@ -37,6 +37,11 @@ def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
     return dtypes.pop()
 
 
+def _missing_and_extra(have: dict, shapes: dict) -> tuple[list[str], list[str]]:
+    """The names of ``shapes`` missing from ``have``, and the names of ``have`` not in ``shapes``."""
+    return [name for name in shapes if name not in have], [name for name in have if name not in shapes]
+
+
 def check_params(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], what: str, build: str,
                  extra_hint: Callable[[list[str]], str] = lambda extra: "") -> np.dtype:
     """Raise a readable error unless ``params`` has exactly the names of ``shapes`` (KeyError),
@@ -52,11 +57,10 @@ def check_params(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
     """
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of name -> numpy array, got {type(params).__name__}")
-    missing = [name for name in shapes if name not in params]
+    missing, extra = _missing_and_extra(params, shapes)
     if missing:
         raise KeyError(f"params lacks {len(missing)} of the {len(shapes)} tensors of {what}, e.g. {missing[:3]}; "
                        f"build them with {build}")
-    extra = [name for name in params if name not in shapes]
     if extra:
         raise KeyError(f"params has tensors {what} does not use: {extra[:3]}{extra_hint(extra)}")
     return check_arrays(params, shapes)
@@ -75,13 +79,16 @@ def maybe_dropout_backward(ops, dout: np.ndarray, cache) -> np.ndarray:
     return dout if cache is None else ops.dropout_backward(dout, cache)
 
 
-def check_same_config(directory, given, found) -> None:
-    """Refuse a checkpoint whose config ``found`` differs from the ``given`` one (None: any),
+def read_checkpoint_config(directory: Path, config_class, given=None):
+    """The config of the checkpoint folder ``directory`` (its ``config.json`` read by
+    ``config_class.from_json``), refused when it differs from the ``given`` one (None: any),
     naming every field that differs."""
+    found = config_class.from_json(directory / "config.json")
     if given is not None and given != found:
         diffs = [f"{f.name}: expected {getattr(given, f.name)!r}, checkpoint has {getattr(found, f.name)!r}"
                  for f in dataclasses.fields(found) if getattr(given, f.name) != getattr(found, f.name)]
         raise ValueError(f"{directory}: the checkpoint's config differs from the one given: " + "; ".join(diffs))
+    return found
 
 
 def cast_params(tensors: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]], dtype=None
@@ -104,11 +111,10 @@ def check_checkpoint(directory, tensors: dict[str, np.ndarray], shapes: dict[str
     """Refuse a checkpoint whose tensors are not exactly ``shapes``: name what is missing, what is
     extra (hinting at ``depth``, the config's layer count) and any tensor of the wrong shape.
     ``model`` says what the config describes, e.g. "a GPT-2 with this config.json"."""
-    missing = [name for name in shapes if name not in tensors]
+    missing, unexpected = _missing_and_extra(tensors, shapes)
     if missing:
         raise ValueError(f"{directory}: {len(missing)} tensors of {model} are missing: "
                          f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    unexpected = [name for name in tensors if name not in shapes]
     if unexpected:
         raise ValueError(f"{directory}: tensors {model} does not have: "
                          f"{', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''} "

@@ -65,8 +65,8 @@ from llm_from_scratch import safetensors
 from llm_from_scratch.attention import MHACache, mha_backward, mha_forward
 from llm_from_scratch.kernels.backend import KERNELS, get_ops
 from llm_from_scratch.models import common
-from llm_from_scratch.models.common import (cast_params, check_checkpoint, check_same_config, load_tensors,
-                                            maybe_dropout_backward, maybe_dropout_forward, read_config, write_json)
+from llm_from_scratch.models.common import (cast_params, check_checkpoint, load_tensors, maybe_dropout_backward,
+                                            maybe_dropout_forward, read_checkpoint_config, read_config, write_json)
 from llm_from_scratch.ops import GELU_APPROXIMATE
 
 # Dimension letters, the same in every shape comment of this file:
@@ -562,9 +562,7 @@ def from_pretrained(directory, dtype=None, config: GPTConfig | None = None
     ones, and wrong shapes (with both shapes).
     """
     directory = Path(directory)
-    found = GPTConfig.from_json(directory / "config.json")
-    check_same_config(directory, config, found)
-    config = found
+    config = read_checkpoint_config(directory, GPTConfig, config)
     raw = load_tensors(directory)
     tensors, lm_head = {}, None
     for name, value in raw.items():

@@ -20,7 +20,8 @@ import numpy as np
 
 from llm_from_scratch import safetensors
 from llm_from_scratch.models.bert.encoder import BertConfig, check_params, heads_of, param_shapes
-from llm_from_scratch.models.common import cast_params, check_checkpoint, check_same_config, load_tensors, write_json
+from llm_from_scratch.models.common import (cast_params, check_checkpoint, load_tensors, read_checkpoint_config,
+                                            write_json)
 from llm_from_scratch.tokenizers.wordpiece import WordPieceTokenizer
 
 __all__ = ["save_pretrained", "from_pretrained", "read_json", "load_wordpiece", "save_wordpiece"]
@@ -78,9 +79,7 @@ def from_pretrained(directory, dtype=None, config: BertConfig | None = None
     ones, and wrong shapes (with both shapes).
     """
     directory = Path(directory)
-    found = BertConfig.from_json(directory / "config.json")
-    check_same_config(directory, config, found)
-    config = found
+    config = read_checkpoint_config(directory, BertConfig, config)
     tensors, decoder = {}, {}
     for name, value in load_tensors(directory).items():
         key = "bert." + name if name.startswith(_BASE_PREFIXES) else name
