@@ -48,24 +48,39 @@ __all__ = ["TrainConfig", "TrainingDiverged", "train", "read_metrics", "plot_met
            "latest_checkpoint"]
 
 
+def _setting(default, help: str):
+    """A ``TrainConfig`` field whose help (``llm-scratch train --help`` shows it) is in its metadata."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000              # optimizer steps in the whole run
-    batch_size: int = 16           # B: windows per step
-    block_size: int = 128          # T: tokens per window
-    lr: float = 1e-3               # peak learning rate
-    min_lr: float = 1e-4           # learning rate at the end of the cosine decay
-    warmup_steps: int = 50         # linear warmup from lr/warmup_steps to lr
-    weight_decay: float = 0.1      # AdamW's decoupled weight decay (matrices only, see optim.decays)
-    betas: tuple = (0.9, 0.95)     # AdamW's moment decay rates
-    grad_clip: float = 1.0         # clip the global gradient norm to this (0 = no clipping)
-    eval_every: int = 100          # steps between validation measurements (0 = only at the end)
-    eval_batches: int = 8          # validation windows = eval_batches * batch_size, fixed for the run
-    checkpoint_every: int = 0      # steps between checkpoints (0 = only at the end, if out_dir is set)
-    keep_checkpoints: int = 2      # how many step_* folders to keep
-    seed: int = 0                  # seeds the batch sampler
+    """How to train: every field is also a flag of ``llm-scratch train`` (``--batch-size`` for
+    ``batch_size``), with the field's help and default.
+
+    >>> TrainConfig(lr=2e-3).min_lr   # the end of the cosine is a tenth of the peak unless given
+    0.0002
+    """
+
+    steps: int = _setting(1000, "optimizer steps in the whole run")
+    batch_size: int = _setting(16, "B: windows per step")
+    block_size: int = _setting(128, "T: tokens per window (the context length)")
+    lr: float = _setting(1e-3, "peak learning rate")
+    min_lr: float | None = _setting(None, "learning rate at the end of the cosine decay (default: lr / 10)")
+    warmup_steps: int = _setting(50, "linear warmup from lr/warmup_steps to lr")
+    weight_decay: float = _setting(0.1, "AdamW's decoupled weight decay (matrices only, see optim.decays)")
+    betas: tuple = _setting((0.9, 0.95), "AdamW's moment decay rates")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm to this (0 = no clipping)")
+    eval_every: int = _setting(100, "steps between validation measurements (0 = only at the end)")
+    eval_batches: int = _setting(8, "validation windows = eval_batches * batch_size, fixed for the run")
+    checkpoint_every: int = _setting(200, "steps between checkpoints (0 = only at the end), if there is an "
+                                          "output folder")
+    keep_checkpoints: int = _setting(2, "how many step_* folders to keep")
+    seed: int = _setting(0, "seeds the batch sampler")
 
     def __post_init__(self):
+        if self.min_lr is None:
+            object.__setattr__(self, "min_lr", self.lr / 10)  # frozen: set once, here
         for name in ("steps", "batch_size", "block_size", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
