@@ -40,8 +40,11 @@ def add_repeats(p: argparse.ArgumentParser, default: int, help: str = "timed rou
     p.add_argument("--repeats", type=int, default=default, help=help)
 
 
-def add_threads(p: argparse.ArgumentParser, default: int | None,
-                help: str = "threads for numpy's BLAS, numba and PyTorch") -> None:
+def add_threads(p: argparse.ArgumentParser, default: int | None, help: str | None = None) -> None:
+    """``--threads``; with no default, numba's own (the number of cores) for numba and PyTorch."""
+    if help is None:
+        help = ("threads for numba and PyTorch (default: numba's default, the number of cores)" if default is None
+                else "threads for numpy's BLAS, numba and PyTorch")
     p.add_argument("--threads", type=int, default=default, help=help)
 
 
@@ -84,6 +87,23 @@ def median_seconds(fns: dict[str, Callable], repeats: int | dict[str, int]) -> d
                 seconds, outs[name] = timed(fn)
                 times[name].append(seconds)
     return {name: (statistics.median(times[name]), outs[name]) for name in fns}
+
+
+# the columns and the footnote of a table comparing a numba twin with its numpy reference and PyTorch
+TWIN_COLUMNS = f"{'numpy':>10}{'numba':>10}{'torch':>10}{'numba vs numpy':>17}{'numba vs torch':>17}"
+TWIN_NOTE = "(ratios > 1 mean numba is faster: numpy time / numba time, torch time / numba time)"
+
+
+def twin_setup(doc: str, repeats: int, repeats_help: str):
+    """Parse ``--repeats`` and ``--threads`` for a twin-vs-reference-vs-PyTorch script, import
+    PyTorch and give it numba's thread count: ``(args, torch, threads)``."""
+    p = parser(doc)
+    add_repeats(p, repeats, repeats_help)
+    add_threads(p, None)
+    args = p.parse_args()
+    import torch
+
+    return args, torch, set_threads(args.threads, torch)
 
 
 def ratio(value: float, width: int = 15, digits: int = 2) -> str:

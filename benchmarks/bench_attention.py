@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from _bench import add_repeats, add_threads, median_seconds, parser, print_header, ratio, report, set_threads
+from _bench import TWIN_COLUMNS, TWIN_NOTE, median_seconds, print_header, ratio, report, twin_setup
 
 from llm_from_scratch import attention as ref
 from llm_from_scratch.kernels import attention as kattn
@@ -34,19 +34,12 @@ def max_difference(a, b) -> float:
 
 
 def main() -> int:
-    p = parser(__doc__)
-    add_repeats(p, 20, "timed rounds (median reported); numpy, ~50x slower, runs in a quarter of them")
-    add_threads(p, None, "threads for numba and PyTorch (default: numba's default, the number of cores)")
-    args = p.parse_args()
-
-    import torch
-
-    threads = set_threads(args.threads, torch)
+    args, torch, threads = twin_setup(__doc__, 20, "timed rounds (median reported); numpy, ~50x slower, runs in a "
+                                                   "quarter of them")
     F = torch.nn.functional
     print(f"causal attention forward + backward, float32; {threads} threads for numba and PyTorch "
           f"{torch.__version__}; median of {args.repeats} rounds, times in ms")
-    header = (f"{'(B, NH, T, HS)':<18}{'numpy':>10}{'numba':>10}{'torch':>10}"
-              f"{'numba vs numpy':>17}{'numba vs torch':>17}{'max |numba - numpy|':>22}")
+    header = f"{'(B, NH, T, HS)':<18}{TWIN_COLUMNS}{'max |numba - numpy|':>22}"
     print_header(header)
     failed = []
     for B, NH, T, HS in SHAPES:
@@ -75,7 +68,7 @@ def main() -> int:
         if vs_torch < TARGET:
             failed.append(f"{(B, NH, T, HS)}: numba is {vs_torch:.2f}x PyTorch's speed, "
                           f"expected at least {TARGET}x")
-    print("(ratios > 1 mean numba is faster: numpy time / numba time, torch time / numba time)")
+    print(TWIN_NOTE)
     return report(failed, "BELOW TARGET")
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from _bench import add_repeats, add_threads, median_seconds, parser, print_header, ratio, report, set_threads
+from _bench import TWIN_COLUMNS, TWIN_NOTE, median_seconds, print_header, ratio, report, twin_setup
 
 from llm_from_scratch import ops
 from llm_from_scratch.kernels import ops as kops
@@ -114,17 +114,10 @@ def cases(torch):
 
 
 def main() -> int:
-    p = parser(__doc__)
-    add_repeats(p, 30, "timed calls per figure (median reported)")
-    add_threads(p, None, "threads for numba and PyTorch (default: numba's default, the number of cores)")
-    args = p.parse_args()
-
-    import torch
-
-    threads = set_threads(args.threads, torch)
+    args, torch, threads = twin_setup(__doc__, 30, "timed calls per figure (median reported)")
     print(f"float32, B*T = {BT} rows, C = {C}, V = {V}, GELU on (B*T, 4C); {threads} threads for numba "
           f"and PyTorch {torch.__version__}; median of {args.repeats} repeats, times in ms")
-    header = f"{'op':<24}{'numpy':>10}{'numba':>10}{'torch':>10}{'numba vs numpy':>17}{'numba vs torch':>17}"
+    header = f"{'op':<24}{TWIN_COLUMNS}"
     print_header(header)
     failed = []
     for name, np_fn, nb_fn, torch_fn, scale in cases(torch):
@@ -135,7 +128,7 @@ def main() -> int:
         print(f"{name:<24}{t_np:>10.3f}{t_nb:>10.3f}{t_torch:>10.3f}{ratio(speedup, 16, 1)}{ratio(t_torch / t_nb, 16)}")
         if name in FLOORS and speedup < FLOORS[name]:
             failed.append(f"{name}: numba is {speedup:.1f}x faster than numpy, expected at least {FLOORS[name]}x")
-    print("(ratios > 1 mean numba is faster: numpy time / numba time, torch time / numba time)")
+    print(TWIN_NOTE)
     return report(failed, "BELOW FLOOR")
 
 
