@@ -7,9 +7,11 @@ The gradient check works on a scalar made from the op's output and a *random* up
 gradient ``dout``: ``L = sum(out * dout)``, so ``dL/dx = backward(dout)``. A ``dout`` of all
 ones would hide mistakes that swap or sum rows; a random one does not.
 
-Besides, two helpers the test files share: ``assert_close_scaled``, the comparison of a fast twin
-(numba, PyTorch) with its reference at a tolerance relative to the size of the values, and
-``random_params``, parameters with every entry random for gradient and parity checks.
+For a whole model, ``check_param_gradients`` holds every parameter's gradient to central
+differences of the loss. Besides, two helpers the test files share: ``assert_close_scaled``, the
+comparison of a fast twin (numba, PyTorch) with its reference at a tolerance relative to the size
+of the values, and ``random_params``, parameters with every entry random for gradient and parity
+checks.
 
 Central differences have error O(h^2) from truncation plus O(eps / h) from rounding. With
 float64 (eps ~ 1e-16) and h = 1e-5 both are ~1e-10 relative, far below the 1e-6 we ask for.
@@ -25,7 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["numerical_gradient", "gradcheck", "assert_close", "assert_close_scaled", "relative_error", "random_params"]
+__all__ = ["numerical_gradient", "gradcheck", "check_param_gradients", "assert_close", "assert_close_scaled",
+           "relative_error", "random_params"]
 
 
 def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-12) -> float:
@@ -122,6 +125,21 @@ def gradcheck(
                      name=f"gradient of {name}")
         errors[name] = relative_error(grad, numeric, floor=1e-8)
     return errors
+
+
+def check_param_gradients(params: dict[str, np.ndarray], loss_fn: Callable[[], float],
+                          grads: dict[str, np.ndarray], tol: float = 1e-6) -> None:
+    """Assert that ``grads[name]`` is the central-difference gradient of the scalar ``loss_fn()``
+    with respect to ``params[name]`` (float64, changed in place and restored), for every name,
+    within ``tol`` relative to each entry and to the largest.
+
+    >>> w = {"w": np.array([1.0, -2.0])}
+    >>> check_param_gradients(w, lambda: float(np.sum(w["w"] ** 3)), {"w": 3 * w["w"] ** 2})
+    """
+    for name, p in params.items():
+        numeric = numerical_gradient(loss_fn, p)
+        scale = max(1.0, float(np.abs(numeric).max()))
+        assert_close(grads[name], numeric, rtol=tol, atol=tol * scale, name=f"gradient of {name}")
 
 
 def assert_close(actual, expected, rtol: float = 1e-7, atol: float = 0.0, name: str = "value") -> None:

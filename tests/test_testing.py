@@ -80,3 +80,22 @@ def test_random_params_is_the_copy_the_model_tests_use():
     for name in got:
         assert got[name].dtype == np.float32 and np.array_equal(got[name], expected[name]), name
     assert abs(float(got["transformer.ln_f.weight"].mean()) - 1) < 0.5  # the gains sit around 1
+
+
+def test_check_param_gradients_catches_a_wrong_gradient():
+    from llm_from_scratch.testing import check_param_gradients
+
+    rng = np.random.default_rng(2)
+    params = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    x = rng.standard_normal((4, 3))
+
+    def loss():
+        return float(np.sum(np.tanh(x @ params["w"] + params["b"]) ** 2))
+
+    h = np.tanh(x @ params["w"] + params["b"])  # (4, 2)
+    dz = 2 * h * (1 - h ** 2)  # (4, 2)
+    grads = {"w": x.T @ dz, "b": dz.sum(axis=0)}
+    check_param_gradients(params, loss, grads)
+    wrong = {"w": grads["w"], "b": grads["b"] * 1.001}
+    with pytest.raises(AssertionError, match="gradient of b"):
+        check_param_gradients(params, loss, wrong)
