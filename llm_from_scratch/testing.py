@@ -8,7 +8,7 @@ gradient ``dout``: ``L = sum(out * dout)``, so ``dL/dx = backward(dout)``. A ``d
 ones would hide mistakes that swap or sum rows; a random one does not.
 
 For a whole model, ``check_param_gradients`` holds every parameter's gradient to central
-differences of the loss. Besides, two helpers the test files share: ``assert_close_scaled``, the
+differences of the loss. Two more functions the test files share: ``assert_close_scaled``, the
 comparison of a fast twin (numba, PyTorch) with its reference at a tolerance relative to the size
 of the values, and ``random_params``, parameters with every entry random for gradient and parity
 checks.
