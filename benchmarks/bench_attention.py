@@ -17,13 +17,10 @@ between runs; the ratios, measured side by side, are steadier.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
-import time
 
-import numba
 import numpy as np
+from _bench import TWIN_COLUMNS, TWIN_NOTE, median_seconds, print_header, ratio, report, twin_setup
 
 from llm_from_scratch import attention as ref
 from llm_from_scratch.kernels import attention as kattn
@@ -36,41 +33,14 @@ def max_difference(a, b) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
-def time_rounds(fns: dict, repeats: dict) -> dict:
-    """Median seconds per call of each function, timed in interleaved rounds after a warm-up."""
-    for fn in fns.values():
-        fn()  # warm-up: compile (numba), allocate, fill caches
-    times = {name: [] for name in fns}
-    for i in range(max(repeats.values())):
-        for name, fn in fns.items():
-            if i < repeats[name]:
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=20, help="timed rounds (median reported); "
-                        "numpy, ~50x slower, runs in a quarter of them")
-    parser.add_argument("--threads", type=int, default=None, help="threads for numba and PyTorch "
-                        "(default: numba's default, the number of cores)")
-    args = parser.parse_args()
-
-    import torch
-
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
+    args, torch, threads = twin_setup(__doc__, 20, "timed rounds (median reported); numpy, ~50x slower, runs in a "
+                                                   "quarter of them")
     F = torch.nn.functional
     print(f"causal attention forward + backward, float32; {threads} threads for numba and PyTorch "
           f"{torch.__version__}; median of {args.repeats} rounds, times in ms")
-    header = (f"{'(B, NH, T, HS)':<18}{'numpy':>10}{'numba':>10}{'torch':>10}"
-              f"{'numba vs numpy':>17}{'numba vs torch':>17}{'max |numba - numpy|':>22}")
-    print(header)
-    print("-" * len(header))
+    header = f"{'(B, NH, T, HS)':<18}{TWIN_COLUMNS}{'max |numba - numpy|':>22}"
+    print_header(header)
     failed = []
     for B, NH, T, HS in SHAPES:
         rng = np.random.default_rng(0)
@@ -91,17 +61,15 @@ def main() -> int:
         diff = max_difference(run(kattn)(), run(ref)())
         fns = {"numpy": run(ref), "numba": run(kattn), "torch": torch_fwd_bwd}
         repeats = {"numpy": max(3, args.repeats // 4), "numba": args.repeats, "torch": args.repeats}
-        t = {name: 1e3 * s for name, s in time_rounds(fns, repeats).items()}
+        t = {name: 1e3 * s for name, (s, _) in median_seconds(fns, repeats).items()}
         vs_torch = t["torch"] / t["numba"]
         print(f"{str((B, NH, T, HS)):<18}{t['numpy']:>10.2f}{t['numba']:>10.2f}{t['torch']:>10.2f}"
-              f"{t['numpy'] / t['numba']:>15.1f}x{vs_torch:>15.2f}x{diff:>22.1e}")
+              f"{ratio(t['numpy'] / t['numba'], 16, 1)}{ratio(vs_torch, 16)}{diff:>22.1e}")
         if vs_torch < TARGET:
             failed.append(f"{(B, NH, T, HS)}: numba is {vs_torch:.2f}x PyTorch's speed, "
                           f"expected at least {TARGET}x")
-    print("(ratios > 1 mean numba is faster: numpy time / numba time, torch time / numba time)")
-    for line in failed:
-        print("BELOW TARGET:", line)
-    return 1 if failed else 0
+    print(TWIN_NOTE)
+    return report(failed, "BELOW TARGET")
 
 
 if __name__ == "__main__":

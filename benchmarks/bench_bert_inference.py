@@ -27,26 +27,22 @@ embeddings differ from theirs by more than 1e-4.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import sys
-import time
+
+from _bench import add_repeats, add_threads, median_seconds, parser, pin_threads, print_header, ratio, set_threads
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=512, help="texts per workload")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1, help="threads for numpy's BLAS, numba and PyTorch")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
-    return parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=512, help="texts per workload")
+    p.add_argument("--batch-size", type=int, default=32)
+    add_threads(p, 1)
+    add_repeats(p, 3)
+    return p.parse_args()
 
 
 ARGS = parse_args()
-# BLAS reads its thread count when numpy is first imported
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+pin_threads(ARGS.threads)  # before numpy loads: BLAS reads its thread count then
 
 import numpy as np  # noqa: E402
 
@@ -80,25 +76,11 @@ def batches(ids: list[list[int]], batch_size: int, pad: int):
     return out
 
 
-def median_seconds(fns: dict, repeats: int) -> dict:
-    """{name: (median seconds, last result)}: one warm-up call each, then the functions take turns."""
-    outs = {name: fn() for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), outs[name]) for name in fns}
-
-
 def main() -> int:
-    import numba
     import torch
     import transformers
 
-    numba.set_num_threads(ARGS.threads)
-    torch.set_num_threads(ARGS.threads)
+    set_threads(ARGS.threads, torch)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
@@ -152,8 +134,7 @@ def main() -> int:
           f"numpy's BLAS, numba and PyTorch {torch.__version__}; median of {ARGS.repeats} rounds; sentences/s")
     header = (f"{'workload':<22}{'texts':>6}{'tokens':>8}{'':>4}{'ours':>9}{'transformers':>14}{'ours/theirs':>13}"
               f"{'max |diff|':>12}")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     failed = False
     for name, texts in workloads(ARGS.n).items():
         ids = [tokenizer.encode(t, max_length=max_length).input_ids for t in texts]
@@ -171,7 +152,7 @@ def main() -> int:
             failed |= diff > TOLERANCE
             rate = {k: len(texts) / v[0] for k, v in t.items()}
             print(f"{name:<22}{len(texts):>6}{tokens:>8}{'':>4}{rate['ours']:>9.0f}{rate['theirs']:>14.0f}"
-                  f"{rate['ours'] / rate['theirs']:>12.2f}x{diff:>12.1e}   ({kind})")
+                  f"{ratio(rate['ours'] / rate['theirs'], 13)}{diff:>12.1e}   ({kind})")
     print("(model: the encoder and pooling on ready token ids; end to end: tokenizer included)")
     if failed:
         print(f"FAILED: embeddings differ from transformers' by more than {TOLERANCE}")

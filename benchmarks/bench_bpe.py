@@ -24,10 +24,10 @@ What is timed:
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 from collections import Counter
+
+from _bench import parser, print_header, ratio, timed
 
 from llm_from_scratch.data import python_stdlib_text
 from llm_from_scratch.tokenizers import ByteBPETokenizer
@@ -35,15 +35,11 @@ from llm_from_scratch.tokenizers.bpe import gpt2_bytes_to_unicode
 
 
 def time_ours(text: str, vocab_size: int, impl: str) -> tuple[float, ByteBPETokenizer]:
-    start = time.perf_counter()
-    tok = ByteBPETokenizer().train(text, vocab_size, impl=impl)
-    return time.perf_counter() - start, tok
+    return timed(lambda: ByteBPETokenizer().train(text, vocab_size, impl=impl))
 
 
 def time_split(text: str) -> float:
-    start = time.perf_counter()
-    Counter(ByteBPETokenizer().split(text))
-    return time.perf_counter() - start
+    return timed(lambda: Counter(ByteBPETokenizer().split(text)))[0]
 
 
 def time_hf(text: str, vocab_size: int) -> tuple[float, set[bytes]]:
@@ -54,19 +50,17 @@ def time_hf(text: str, vocab_size: int) -> tuple[float, set[bytes]]:
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
     files = ["# ==== file: " + part for part in text.split("# ==== file: ") if part]  # one item per file
-    start = time.perf_counter()
-    hf.train_from_iterator(files, trainer=trainer)
-    elapsed = time.perf_counter() - start
+    elapsed, _ = timed(lambda: hf.train_from_iterator(files, trainer=trainer))
     byte_of = {ch: b for b, ch in gpt2_bytes_to_unicode().items()}
     vocab = {bytes(byte_of[c] for c in token) for token in hf.get_vocab()}
     return elapsed, vocab
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 MB instead of 5 MB, plain loop on 250 KB")
-    parser.add_argument("--hf-threads", type=int, default=1, help="threads for Hugging Face tokenizers")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--quick", action="store_true", help="1 MB instead of 5 MB, plain loop on 250 KB")
+    p.add_argument("--hf-threads", type=int, default=1, help="threads for Hugging Face tokenizers")
+    args = p.parse_args()
     os.environ["RAYON_NUM_THREADS"] = str(args.hf_threads)  # read when tokenizers starts its pool
 
     full_bytes, plain_bytes = (1_000_000, 250_000) if args.quick else (5_000_000, 1_000_000)
@@ -79,8 +73,7 @@ def main() -> None:
     print(f"numba: 1 thread, compile excluded. Hugging Face tokenizers: {args.hf_threads} thread(s).\n")
     header = (f"{'input':>7} {'vocab':>6} {'impl':>13} {'train() s':>10} {'split s':>8} "
               f"{'plain/this':>11} {'this/HF':>8}  notes")
-    print(header)
-    print("-" * len(header))
+    print_header(header)
     for vocab_size in (1024, 4096):
         for n_bytes in (plain_bytes, full_bytes):
             text = texts[n_bytes]
@@ -92,7 +85,7 @@ def main() -> None:
             results["HF tokenizers"], hf_vocab = time_hf(text, vocab_size)
             ours = set(numba_tok.vocab.values())
             for impl, seconds in results.items():
-                vs_plain = f"{results['plain Python'] / seconds:10.1f}x" if "plain Python" in results else f"{'':>11}"
+                vs_plain = ratio(results["plain Python"] / seconds, 11, 1) if "plain Python" in results else " " * 11
                 notes = f"vocab {len(ours)}"
                 if impl == "numba" and "plain Python" in results:
                     same = numba_tok.merges == plain_tok.merges
@@ -101,7 +94,7 @@ def main() -> None:
                     notes = f"vocab {len(hf_vocab)}, {len(ours & hf_vocab) / len(ours):.1%} of ours"
                 split_col = f"{split:8.2f}" if impl != "HF tokenizers" else f"{'':>8}"
                 print(f"{n_bytes / 1e6:5.2f}MB {vocab_size:>6} {impl:>13} {seconds:10.2f} {split_col} "
-                      f"{vs_plain} {seconds / results['HF tokenizers']:7.2f}x  {notes}")
+                      f"{vs_plain} {ratio(seconds / results['HF tokenizers'], 8)}  {notes}")
         print()
 
 

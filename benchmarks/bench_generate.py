@@ -20,28 +20,24 @@ cache. On a shared machine figures drift between runs; ratios measured side by s
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import sys
 import tempfile
-import time
+
+from _bench import add_repeats, add_threads, median_seconds, parser, pin_threads, report, set_threads
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per row (median reported)")
-    parser.add_argument("--threads", type=int, default=1, help="threads for numpy's BLAS, numba and PyTorch")
-    parser.add_argument("--new", type=int, default=200, help="new tokens per call")
-    parser.add_argument("--prompt", type=int, default=8, help="prompt length")
-    parser.add_argument("--kernels", choices=("numpy", "numba"), default="numpy", help="our ops")
-    return parser.parse_args()
+    p = parser(__doc__)
+    add_repeats(p, 3, "timed calls per row (median reported)")
+    add_threads(p, 1)
+    p.add_argument("--new", type=int, default=200, help="new tokens per call")
+    p.add_argument("--prompt", type=int, default=8, help="prompt length")
+    p.add_argument("--kernels", choices=("numpy", "numba"), default="numpy", help="our ops")
+    return p.parse_args()
 
 
 ARGS = parse_args()
-# BLAS reads its thread count when numpy is first imported
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+pin_threads(ARGS.threads)  # before numpy loads: BLAS reads its thread count then
 
 import numpy as np  # noqa: E402
 
@@ -52,25 +48,11 @@ CONFIG = GPTConfig(vocab_size=512, n_positions=256, n_embd=128, n_layer=4, n_hea
 FLOOR = 4.0  # minimum speed-up of our cached generation over ours without the cache
 
 
-def median_seconds(fns: dict, repeats: int) -> dict:
-    """{name: (median seconds over ``repeats`` calls, the last result)}. One warm-up call each,
-    then the functions take turns, so a change in the machine's load hits every row alike."""
-    for fn in fns.values():
-        fn()
-    times, outs = {name: [] for name in fns}, {}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), outs[name]) for name in fns}
-
-
 def main() -> int:
     import torch
     import transformers
 
-    torch.set_num_threads(ARGS.threads)
+    set_threads(ARGS.threads, torch)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     if ARGS.prompt + ARGS.new > CONFIG.n_positions:
@@ -115,10 +97,8 @@ def main() -> int:
     same = [bool(np.array_equal(outs[0], o)) for o in outs[1:]]
     print(f"same tokens as ours with the cache: ours without {same[0]}, PyTorch with {same[1]}, "
           f"PyTorch without {same[2]}")
-    if ours_speedup < FLOOR:
-        print(f"FAIL: our KV-cache generation is {ours_speedup:.1f}x faster than without, below the {FLOOR}x floor")
-        return 1
-    return 0
+    failed = [f"our KV-cache generation is {ours_speedup:.1f}x faster than without, below the {FLOOR}x floor"]
+    return report(failed if ours_speedup < FLOOR else [], "FAIL")
 
 
 if __name__ == "__main__":

@@ -54,18 +54,19 @@ import argparse
 import os
 import sys
 
+from _bench import add_threads, parser, set_threads, timed
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    parser.add_argument("--threads", type=int, default=cores,
-                        help="threads for numba, OpenBLAS and PyTorch alike (default: every core)")
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per side (default 12, quick 5)")
-    parser.add_argument("--shapes", default="ab", help="which shapes to run: a, b or ab")
-    parser.add_argument("--passive", action="store_true",
-                        help="OMP_WAIT_POLICY=PASSIVE for numba's and PyTorch's OpenMP threads")
-    return parser.parse_args(argv)
+    add_threads(p, cores, "threads for numba, OpenBLAS and PyTorch alike (default: every core)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per side (default 12, quick 5)")
+    p.add_argument("--shapes", default="ab", help="which shapes to run: a, b or ab")
+    p.add_argument("--passive", action="store_true",
+                   help="OMP_WAIT_POLICY=PASSIVE for numba's and PyTorch's OpenMP threads")
+    return p.parse_args(argv)
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
@@ -110,15 +111,9 @@ def matmul_peak_gflops(repeats: int) -> tuple[float, float]:
     kops.linear_forward(a, b)
     t_np, t_twin = [], []
     for _ in range(repeats):
-        t_np.append(_timed(lambda: np.matmul(a, b, out=out)))
-        t_twin.append(_timed(lambda: kops.linear_forward(a, b)))
+        t_np.append(timed(lambda: np.matmul(a, b, out=out))[0])
+        t_twin.append(timed(lambda: kops.linear_forward(a, b))[0])
     return 2 * n ** 3 / min(t_np) / 1e9, 2 * n ** 3 / min(t_twin) / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------------------
@@ -296,7 +291,7 @@ class Profiler:
 def profile(step, n_steps: int) -> tuple[dict[str, float], float]:
     """Seconds per step in each category (with "other"), and the profiled step's total."""
     with Profiler(_profiled_functions()) as prof:
-        total = sum(_timed(step) for _ in range(n_steps))
+        total = sum(timed(step)[0] for _ in range(n_steps))
     per_step = {category: s / n_steps for category, s in prof.seconds.items()}
     per_step["other"] = max(total / n_steps - sum(per_step.values()), 0.0)
     return per_step, total / n_steps
@@ -324,7 +319,7 @@ def run_shape(torch, name: str, config: GPTConfig, B: int, steps: int, warmup: i
     for i in range(steps):  # alternate which side goes first
         pair = [(ours, t_ours), (theirs, t_torch)]
         for fn, times in (pair if i % 2 == 0 else pair[::-1]):
-            times.append(_timed(fn))
+            times.append(timed(fn)[0])
     prof, prof_total = profile(ours, max(3, steps // 2))
     return {"name": name, "config": config, "B": B, "T": T,
             "ours": B * T / statistics.median(t_ours), "torch": B * T / statistics.median(t_torch),
@@ -335,8 +330,7 @@ def main(args) -> int:
     import numba
     import torch
 
-    numba.set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads, torch)
     steps = args.steps or (5 if args.quick else 12)
     warmup = 2 if args.quick else 3
     peak_repeats = 3 if args.quick else 5

@@ -4,7 +4,8 @@ For each op with a twin in ``llm_from_scratch.kernels.ops`` this times one forwa
 of the numpy reference (``llm_from_scratch.ops``), the numba twin (after a warm-up call, so
 compilation is not counted) and PyTorch eager autograd, on the same float32 inputs: B*T = 2048
 rows, C = 128 channels, V = 512 vocabulary, and 4C = 512 for the GELU of the MLP. PyTorch runs
-with as many threads as numba. Each figure is the median of ``--repeats`` calls.
+with as many threads as numba. Each figure is the median of ``--repeats`` calls, the three
+taking turns (so a busy spell on a shared machine hits all of them).
 
 The embedding row times the backward alone (the scatter-add; the forward is the same numpy
 gather for both), and PyTorch's ``embedding_dense_backward`` for it.
@@ -16,29 +17,16 @@ On a shared machine figures drift between runs; ratios measured side by side are
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
-import time
 
-import numba
 import numpy as np
+from _bench import TWIN_COLUMNS, TWIN_NOTE, median_seconds, print_header, ratio, report, twin_setup
 
 from llm_from_scratch import ops
 from llm_from_scratch.kernels import ops as kops
 
 BT, C, V = 2048, 128, 512  # rows (B*T), channels, vocabulary
 FLOORS = {"layernorm fwd+bwd": 3.0, "embedding bwd": 3.0}  # minimum numba speed-up over numpy
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: compile (numba), allocate, fill caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def cases(torch):
@@ -126,38 +114,22 @@ def cases(torch):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per figure (median reported)")
-    parser.add_argument("--threads", type=int, default=None, help="threads for numba and PyTorch "
-                        "(default: numba's default, the number of cores)")
-    args = parser.parse_args()
-
-    import torch
-
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
+    args, torch, threads = twin_setup(__doc__, 30, "timed calls per figure (median reported)")
     print(f"float32, B*T = {BT} rows, C = {C}, V = {V}, GELU on (B*T, 4C); {threads} threads for numba "
           f"and PyTorch {torch.__version__}; median of {args.repeats} repeats, times in ms")
-    header = f"{'op':<24}{'numpy':>10}{'numba':>10}{'torch':>10}{'numba vs numpy':>17}{'numba vs torch':>17}"
-    print(header)
-    print("-" * len(header))
+    header = f"{'op':<24}{TWIN_COLUMNS}"
+    print_header(header)
     failed = []
     for name, np_fn, nb_fn, torch_fn, scale in cases(torch):
-        repeats = max(3, int(args.repeats * scale))
-        t_np = median_ms(np_fn, repeats)
-        t_nb = median_ms(nb_fn, args.repeats)
-        t_torch = median_ms(torch_fn, args.repeats)
+        repeats = {"numpy": max(3, int(args.repeats * scale)), "numba": args.repeats, "torch": args.repeats}
+        t = median_seconds({"numpy": np_fn, "numba": nb_fn, "torch": torch_fn}, repeats)
+        t_np, t_nb, t_torch = (1e3 * t[k][0] for k in ("numpy", "numba", "torch"))
         speedup = t_np / t_nb
-        print(f"{name:<24}{t_np:>10.3f}{t_nb:>10.3f}{t_torch:>10.3f}"
-              f"{speedup:>15.1f}x{t_torch / t_nb:>15.2f}x")
+        print(f"{name:<24}{t_np:>10.3f}{t_nb:>10.3f}{t_torch:>10.3f}{ratio(speedup, 16, 1)}{ratio(t_torch / t_nb, 16)}")
         if name in FLOORS and speedup < FLOORS[name]:
             failed.append(f"{name}: numba is {speedup:.1f}x faster than numpy, expected at least {FLOORS[name]}x")
-    print("(ratios > 1 mean numba is faster: numpy time / numba time, torch time / numba time)")
-    for line in failed:
-        print("BELOW FLOOR:", line)
-    return 1 if failed else 0
+    print(TWIN_NOTE)
+    return report(failed, "BELOW FLOOR")
 
 
 if __name__ == "__main__":

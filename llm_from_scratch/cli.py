@@ -16,10 +16,12 @@ environment variable says otherwise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import sys
 import tempfile
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +99,10 @@ def _cmd_train(args) -> int:
     from llm_from_scratch.train import TrainConfig, TrainingDiverged
 
     try:
-        tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, block_size=args.block_size, lr=args.lr,
-                         min_lr=args.lr / 10, warmup_steps=min(args.warmup, args.steps - 1),
-                         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+        settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+        settings["betas"] = tuple(settings["betas"])
+        settings["warmup_steps"] = min(settings["warmup_steps"], args.steps - 1)  # a short run warms up less
+        tc = TrainConfig(**settings)
         run = pretrain_gpt(args.out, data=args.data, n_chars=args.n_chars, tokenizer=args.tokenizer,
                            vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                            train_config=tc, kernels=args.kernels, seed=args.seed, resume=args.resume)
@@ -114,6 +117,27 @@ def _cmd_train(args) -> int:
         print(f"validation loss {val[-1]:.4f} nats/token = {bits_per_char(val[-1], run.chars_per_token):.4f} bits/char")
     print(f"checkpoint: {args.out}  (sample with: llm-scratch generate {args.out} --prompt ...)")
     return 0
+
+
+def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field (``--batch-size`` for ``batch_size``), with the field's
+    default and the help kept in its metadata, so the command line and the library cannot drift."""
+    from llm_from_scratch.train import TrainConfig
+
+    aliases = {"warmup_steps": ["--warmup"]}  # the flag's older, shorter name
+    extra_help = {"seed": "; also the corpus and the initial parameters"}
+    types = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flags = ["--" + f.name.replace("_", "-"), *aliases.get(f.name, [])]
+        help = f.metadata["help"] + extra_help.get(f.name, "")
+        if f.default is not None:  # a None default is explained by the help itself
+            help += f" (default: {f.default})"
+        kind = next((t for t in typing.get_args(types[f.name]) if t is not type(None)), types[f.name])  # float | None
+        if kind is tuple:  # betas: one value per element
+            parser.add_argument(*flags, dest=f.name, default=f.default, help=help, type=type(f.default[0]),
+                                nargs=len(f.default), metavar=f.name.upper()[:-1])
+        else:
+            parser.add_argument(*flags, dest=f.name, default=f.default, help=help, type=kind)
 
 
 def _cmd_generate(args) -> int:
@@ -217,14 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n-layer", type=int, default=4)
     tr.add_argument("--n-head", type=int, default=4)
     tr.add_argument("--n-embd", type=int, default=128)
-    tr.add_argument("--block-size", type=int, default=128, help="context length in tokens")
-    tr.add_argument("--batch-size", type=int, default=16)
-    tr.add_argument("--steps", type=int, default=1000)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--warmup", type=int, default=50)
-    tr.add_argument("--eval-every", type=int, default=100)
-    tr.add_argument("--checkpoint-every", type=int, default=200)
-    tr.add_argument("--seed", type=int, default=0)
+    _add_train_config_flags(tr)
     tr.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     tr.set_defaults(func=_cmd_train)

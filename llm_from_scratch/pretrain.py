@@ -19,6 +19,7 @@ import numpy as np
 
 from llm_from_scratch.data import StoryWorld
 from llm_from_scratch.data.realtext import load_text_file, python_stdlib_text
+from llm_from_scratch.fileio import atomic_write
 from llm_from_scratch.models.gpt import GPTConfig, from_pretrained, gpt_backward, gpt_forward, init_params, save_pretrained
 from llm_from_scratch.tokenizers import ByteBPETokenizer, CharTokenizer, load_tokenizer
 from llm_from_scratch.train import TrainConfig, TrainResult, latest_checkpoint, train
@@ -104,8 +105,8 @@ def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_00
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         tok.save(out / "tokenizer.json")
-        (out / "run.json").write_text(json.dumps({"data": data, "n_chars": n_chars, "tokenizer": tokenizer,
-                                                  "seed": seed, "kernels": kernels}, indent=1), encoding="utf-8")
+        atomic_write(out / "run.json", json.dumps({"data": data, "n_chars": n_chars, "tokenizer": tokenizer,
+                                                   "seed": seed, "kernels": kernels}, indent=1))
     params = init_params(config, seed=seed)
 
     def loss_and_grads(p, x, y):

@@ -23,14 +23,15 @@ Reference: the format specification in the Hugging Face ``safetensors`` reposito
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from llm_from_scratch.fileio import atomic_write
 
 __all__ = ["SafetensorsError", "load", "save", "read_header", "MAX_HEADER_BYTES"]
 
@@ -154,7 +155,7 @@ def _check_names(names, tensors, path):
 
 
 def save(tensors: dict[str, np.ndarray], path, metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` to ``path`` atomically (temporary file + rename), in the safetensors format.
+    """Write ``tensors`` to ``path`` atomically (``fileio.atomic_write``), in the safetensors format.
 
     Tensors are laid out largest dtype first, then by name, as the reference implementation does;
     the header is padded with spaces to a multiple of 8 bytes so the data stays aligned.
@@ -186,17 +187,5 @@ def save(tensors: dict[str, np.ndarray], path, metadata: dict[str, str] | None =
     raw += b" " * (-len(raw) % 8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)))
-            f.write(raw)
-            for name in order:
-                f.write(arrays[name].tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    chunks = itertools.chain([struct.pack("<Q", len(raw)), raw], (arrays[name].tobytes() for name in order))
+    atomic_write(path, chunks)  # one tensor's bytes in memory at a time

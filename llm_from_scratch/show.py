@@ -1,4 +1,5 @@
-"""Show the package's real source in a notebook, so what the book prints is what runs.
+"""Show things in a notebook: the package's real source (so what the book prints is what runs),
+and characters a plot or a listing cannot show.
 
 >>> text = str(source(source))
 >>> text.splitlines()[0]
@@ -10,7 +11,7 @@ from __future__ import annotations
 import inspect
 import textwrap
 
-__all__ = ["source"]
+__all__ = ["source", "show_char"]
 
 
 class _Source:
@@ -43,3 +44,16 @@ def source(*objects) -> _Source:
         except (TypeError, OSError) as exc:
             raise TypeError(f"cannot show the source of {obj!r}: {exc}") from exc
     return _Source("\n\n\n".join(parts))
+
+
+_VISIBLE = {" ": "\u2423", "\n": "\u23ce"}  # OPEN BOX for a space, RETURN SYMBOL for a newline
+
+
+def show_char(c: str) -> str:
+    """A printable stand-in for a character a plot's tick label or a listing cannot show: "␣" for a
+    space, "⏎" for a newline; any other character stands for itself.
+
+    >>> "".join(show_char(c) for c in "a b\\n")
+    'a␣b⏎'
+    """
+    return _VISIBLE.get(c, c)

@@ -7,6 +7,12 @@ The gradient check works on a scalar made from the op's output and a *random* up
 gradient ``dout``: ``L = sum(out * dout)``, so ``dL/dx = backward(dout)``. A ``dout`` of all
 ones would hide mistakes that swap or sum rows; a random one does not.
 
+For a whole model, ``check_param_gradients`` holds every parameter's gradient to central
+differences of the loss. Two more functions the test files share: ``assert_close_scaled``, the
+comparison of a fast twin (numba, PyTorch) with its reference at a tolerance relative to the size
+of the values, and ``random_params``, parameters with every entry random for gradient and parity
+checks.
+
 Central differences have error O(h^2) from truncation plus O(eps / h) from rounding. With
 float64 (eps ~ 1e-16) and h = 1e-5 both are ~1e-10 relative, far below the 1e-6 we ask for.
 In float32 (eps ~ 6e-8) the rounding term alone is ~1e-2: that is why gradient checks run in
@@ -21,7 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["numerical_gradient", "gradcheck", "assert_close", "relative_error"]
+__all__ = ["numerical_gradient", "gradcheck", "check_param_gradients", "assert_close", "assert_close_scaled",
+           "relative_error", "random_params"]
 
 
 def relative_error(a: np.ndarray, b: np.ndarray, floor: float = 1e-12) -> float:
@@ -120,6 +127,21 @@ def gradcheck(
     return errors
 
 
+def check_param_gradients(params: dict[str, np.ndarray], loss_fn: Callable[[], float],
+                          grads: dict[str, np.ndarray], tol: float = 1e-6) -> None:
+    """Assert that ``grads[name]`` is the central-difference gradient of the scalar ``loss_fn()``
+    with respect to ``params[name]`` (float64, changed in place and restored), for every name,
+    within ``tol`` relative to each entry and to the largest.
+
+    >>> w = {"w": np.array([1.0, -2.0])}
+    >>> check_param_gradients(w, lambda: float(np.sum(w["w"] ** 3)), {"w": 3 * w["w"] ** 2})
+    """
+    for name, p in params.items():
+        numeric = numerical_gradient(loss_fn, p)
+        scale = max(1.0, float(np.abs(numeric).max()))
+        assert_close(grads[name], numeric, rtol=tol, atol=tol * scale, name=f"gradient of {name}")
+
+
 def assert_close(actual, expected, rtol: float = 1e-7, atol: float = 0.0, name: str = "value") -> None:
     """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise.
 
@@ -155,3 +177,52 @@ def assert_close(actual, expected, rtol: float = 1e-7, atol: float = 0.0, name: 
             f"{tuple(int(j) for j in idx)} (actual {a64[idx]:.10g}, expected {e64[idx]:.10g}); "
             f"max rel diff {rel.max():.6g} (rtol {rtol}, atol {atol})"
         )
+
+
+def assert_close_scaled(actual, expected, tol: float, name: str = "value", dtype=None) -> None:
+    """Assert ``|actual - expected| <= tol * (|expected| + max(1, max |expected|))`` elementwise,
+    and that ``actual`` has ``dtype`` (by default, the dtype of ``expected``).
+
+    Different summation orders leave errors that grow with the largest value, not with each
+    element, so a fast twin is held to ``tol`` relative to the array's scale as well as to each
+    element's. ``assert_close`` reports any failure.
+
+    >>> assert_close_scaled(np.array([1000.0, 1e-3]), np.array([1000.0, 0.0]), tol=1e-6)   # 1e-3 <= 1e-6 * 1000
+    >>> assert_close_scaled(np.array([1.0], np.float32), np.array([1.0]), tol=1e-6, name="y")
+    Traceback (most recent call last):
+    ...
+    AssertionError: y: dtype float32, expected float64
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    dtype = expected.dtype if dtype is None else np.dtype(dtype)
+    if actual.dtype != dtype:
+        raise AssertionError(f"{name}: dtype {actual.dtype}, expected {dtype}")
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    assert_close(actual, expected, rtol=tol, atol=tol * scale, name=name)
+
+
+def _is_layernorm_gain(name: str) -> bool:
+    # GPT-2 names its LayerNorms ln_1, ln_2, ln_f; BERT names them LayerNorm
+    return name.endswith(".weight") and (".ln_" in name or "LayerNorm" in name)
+
+
+def random_params(shapes: dict[str, tuple[int, ...]], seed: int = 0, dtype=np.float64,
+                  scale: float = 0.3) -> dict[str, np.ndarray]:
+    """Parameters of these shapes with every entry random, so that no gradient path hides behind
+    a zero bias or a unit gain: ``scale * N(0, 1)`` in order of ``shapes``, plus 1 for the
+    LayerNorm gains (``*.ln_*.weight``, ``*.LayerNorm.weight``).
+
+    >>> p = random_params({"h.0.ln_1.weight": (2,), "h.0.ln_1.bias": (2,)}, seed=0)
+    >>> {name: value.round(3).tolist() for name, value in p.items()}   # the gain around 1, the bias around 0
+    {'h.0.ln_1.weight': [1.038, 0.96], 'h.0.ln_1.bias': [0.192, 0.031]}
+    >>> (0.3 * np.random.default_rng(0).standard_normal(4)).round(3).tolist()   # the same draws
+    [0.038, -0.04, 0.192, 0.031]
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in shapes.items():
+        value = rng.standard_normal(shape) * scale
+        if _is_layernorm_gain(name):
+            value += 1.0
+        params[name] = value.astype(dtype)
+    return params

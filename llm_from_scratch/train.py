@@ -41,30 +41,46 @@ import numpy as np
 
 from llm_from_scratch import safetensors
 from llm_from_scratch.data.batching import get_batch
+from llm_from_scratch.fileio import append_line, atomic_write
 from llm_from_scratch.optim import AdamW, clip_grad_norm, warmup_cosine
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train", "read_metrics", "plot_metrics", "load_checkpoint",
            "latest_checkpoint"]
 
 
+def _setting(default, help: str):
+    """A ``TrainConfig`` field whose help (``llm-scratch train --help`` shows it) is in its metadata."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000              # optimizer steps in the whole run
-    batch_size: int = 16           # B: windows per step
-    block_size: int = 128          # T: tokens per window
-    lr: float = 1e-3               # peak learning rate
-    min_lr: float = 1e-4           # learning rate at the end of the cosine decay
-    warmup_steps: int = 50         # linear warmup from lr/warmup_steps to lr
-    weight_decay: float = 0.1      # AdamW's decoupled weight decay (matrices only, see optim.decays)
-    betas: tuple = (0.9, 0.95)     # AdamW's moment decay rates
-    grad_clip: float = 1.0         # clip the global gradient norm to this (0 = no clipping)
-    eval_every: int = 100          # steps between validation measurements (0 = only at the end)
-    eval_batches: int = 8          # validation windows = eval_batches * batch_size, fixed for the run
-    checkpoint_every: int = 0      # steps between checkpoints (0 = only at the end, if out_dir is set)
-    keep_checkpoints: int = 2      # how many step_* folders to keep
-    seed: int = 0                  # seeds the batch sampler
+    """How to train: every field is also a flag of ``llm-scratch train`` (``--batch-size`` for
+    ``batch_size``), with the field's help and default.
+
+    >>> TrainConfig(lr=2e-3).min_lr   # the end of the cosine is a tenth of the peak unless given
+    0.0002
+    """
+
+    steps: int = _setting(1000, "optimizer steps in the whole run")
+    batch_size: int = _setting(16, "B: windows per step")
+    block_size: int = _setting(128, "T: tokens per window (the context length)")
+    lr: float = _setting(1e-3, "peak learning rate")
+    min_lr: float | None = _setting(None, "learning rate at the end of the cosine decay (default: lr / 10)")
+    warmup_steps: int = _setting(50, "linear warmup from lr/warmup_steps to lr")
+    weight_decay: float = _setting(0.1, "AdamW's decoupled weight decay (matrices only, see optim.decays)")
+    betas: tuple = _setting((0.9, 0.95), "AdamW's moment decay rates")
+    grad_clip: float = _setting(1.0, "clip the global gradient norm to this (0 = no clipping)")
+    eval_every: int = _setting(100, "steps between validation measurements (0 = only at the end)")
+    eval_batches: int = _setting(8, "validation windows = eval_batches * batch_size, fixed for the run")
+    checkpoint_every: int = _setting(200, "steps between checkpoints (0 = only at the end), if there is an "
+                                          "output folder")
+    keep_checkpoints: int = _setting(2, "how many step_* folders to keep")
+    seed: int = _setting(0, "seeds the batch sampler")
 
     def __post_init__(self):
+        if self.min_lr is None:
+            object.__setattr__(self, "min_lr", self.lr / 10)  # frozen: set once, here
         for name in ("steps", "batch_size", "block_size", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
@@ -113,15 +129,6 @@ def latest_checkpoint(out_dir) -> Path | None:
     return target
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _save_checkpoint(out_dir: Path, step: int, params, opt: AdamW, rng: np.random.Generator, config: TrainConfig,
                      save_model: Callable | None, keep: int) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,13 +146,13 @@ def _save_checkpoint(out_dir: Path, step: int, params, opt: AdamW, rng: np.rando
         safetensors.save(arrays, tmp / "optimizer.safetensors")
     trainer_state = {"step": step, "optimizer_scalars": _jsonable(scalars),
                      "rng_state": _jsonable(rng.bit_generator.state), "train_config": _jsonable(asdict(config))}
-    _write_text_atomic(tmp / "trainer_state.json", json.dumps(trainer_state, indent=1))
+    atomic_write(tmp / "trainer_state.json", json.dumps(trainer_state, indent=1))
     if save_model is not None:
         save_model(params, tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _write_text_atomic(out_dir / "latest", name + "\n")
+    atomic_write(out_dir / "latest", name + "\n")
     for old in sorted(out_dir.glob("step_*"))[:-keep]:
         shutil.rmtree(old)
     return final
@@ -273,15 +280,11 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         metrics_path = out / "metrics.jsonl"
-        if not resume and metrics_path.exists():
-            metrics_path.unlink()
-        if resume and metrics_path.exists():  # drop lines written after the checkpoint we resume from
+        kept = []  # a fresh run starts an empty file; a resumed one drops lines written after its checkpoint
+        if resume and metrics_path.exists():
             kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
                     if line and _before(json.loads(line), start_step)]
-            _write_text_atomic(metrics_path, "".join(l + "\n" for l in kept))
-        metrics = open(metrics_path, "a", encoding="utf-8")
-    else:
-        metrics = None
+        atomic_write(metrics_path, "".join(line + "\n" for line in kept))
     val_x = val_y = None
     if val_tokens is not None:
         val_x, val_y = _validation_windows(val_tokens, config)
@@ -309,9 +312,9 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
             dt = time.perf_counter() - t0
             history["step"].append(step)
             history["loss"].append(loss)
-            if metrics is not None:
-                metrics.write(json.dumps({"step": step, "loss": loss, "lr": opt.lr,
-                                          "tokens_per_s": tokens_per_step / dt}) + "\n")
+            if out is not None:
+                append_line(metrics_path, json.dumps({"step": step, "loss": loss, "lr": opt.lr,
+                                                      "tokens_per_s": tokens_per_step / dt}))
             done = step + 1
             postfix = {"loss": f"{loss:.4f}", "tok/s": f"{tokens_per_step / dt:,.0f}"}
             if val_x is not None and ((config.eval_every and done % config.eval_every == 0) or done == config.steps):
@@ -319,16 +322,12 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
                 history["val_step"].append(done)
                 history["val_loss"].append(val)
                 postfix["val"] = f"{val:.4f}"
-                if metrics is not None:
-                    metrics.write(json.dumps({"step": done, "val_loss": val}) + "\n")
+                if out is not None:
+                    append_line(metrics_path, json.dumps({"step": done, "val_loss": val}))
             bar.set_postfix(postfix, refresh=False)
             if out is not None and ((config.checkpoint_every and done % config.checkpoint_every == 0)
                                     or done == config.steps):
-                if metrics is not None:
-                    metrics.flush()
                 _save_checkpoint(out, done, params, opt, rng, config, save_model, config.keep_checkpoints)
     finally:
-        if metrics is not None:
-            metrics.close()
         bar.close()
     return TrainResult(params=params, step=end_step, history=history, seconds=time.perf_counter() - t_start)

@@ -17,7 +17,7 @@ from numba import njit
 
 from llm_from_scratch import ops
 from llm_from_scratch.kernels import ops as kops
-from llm_from_scratch.testing import assert_close
+from llm_from_scratch.testing import assert_close_scaled
 
 DTYPES = [np.float32, np.float64]
 SHAPES = [(1, 7), (3, 5), (2, 3, 33), (37, 130)]  # (..., C) or (..., V)
@@ -25,12 +25,8 @@ TOL = {np.float32: 1e-6, np.float64: 1e-12}
 
 
 def same(actual, expected, dtype, name):
-    """Twin vs reference: ``|actual - expected| <= tol * (|expected| + max(1, max|expected|))``."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} vs {expected.dtype}"
-    tol = TOL[dtype]
-    scale = max(1.0, float(np.max(np.abs(expected)))) if np.size(expected) else 1.0
-    assert_close(actual, expected, rtol=tol, atol=tol * scale, name=name)
+    """Twin vs reference, same dtype, at ``TOL[dtype]`` of the values' scale."""
+    assert_close_scaled(actual, expected, TOL[dtype], name)
 
 
 def data(rng, shape, dtype, scale=1.0):

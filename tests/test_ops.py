@@ -34,6 +34,12 @@ def check(forward, backward, inputs, wrt=None, seed=0):
     return gradcheck(forward, backward, inputs, wrt=wrt, seed=seed, tol=1e-6)
 
 
+def check_one_input(forward, backward, x, **options):
+    """``check`` for an op of one array ``x``, its other arguments (``options``) held fixed."""
+    _, cache = forward(x, **options)
+    check(lambda x: forward(x, **options)[0], lambda dout: backward(dout, cache), {"x": x})
+
+
 def test_linear_gradients(rng):
     x, w, b = rng.standard_normal((B, T, C)), rng.standard_normal((C, OC)), rng.standard_normal(OC)
     _, cache = ops.linear_forward(x, w, b)
@@ -71,39 +77,25 @@ def test_embedding_backward_sums_repeated_tokens(rng):
 @pytest.mark.parametrize("name", ["relu", "tanh"])
 def test_pointwise_gradients(rng, name):
     forward, backward = getattr(ops, f"{name}_forward"), getattr(ops, f"{name}_backward")
-    x = away_from_zero(rng.standard_normal((B, T, C)))
-    _, cache = forward(x)
-    check(lambda x: forward(x)[0], lambda dout: backward(dout, cache), {"x": x})
+    check_one_input(forward, backward, away_from_zero(rng.standard_normal((B, T, C))))
 
 
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_gradients(rng, approximate):
-    x = 2 * rng.standard_normal((B, T, C))
-    _, cache = ops.gelu_forward(x, approximate=approximate)
-    check(lambda x: ops.gelu_forward(x, approximate=approximate)[0],
-          lambda dout: ops.gelu_backward(dout, cache), {"x": x})
+    check_one_input(ops.gelu_forward, ops.gelu_backward, 2 * rng.standard_normal((B, T, C)), approximate=approximate)
 
 
-def test_softmax_gradients(rng):
-    x = rng.standard_normal((B, T, V))
-    _, cache = ops.softmax_forward(x)
-    check(lambda x: ops.softmax_forward(x)[0], lambda dout: ops.softmax_backward(dout, cache), {"x": x})
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_gradients(rng, name):
+    forward, backward = getattr(ops, f"{name}_forward"), getattr(ops, f"{name}_backward")
+    check_one_input(forward, backward, rng.standard_normal((B, T, V)))
 
 
 def test_masked_softmax_gradients(rng):
     x = rng.standard_normal((B, T, V))
     mask = rng.random((T, V)) < 0.6  # (T, V), broadcast over B
     mask[1] = False  # one fully masked row in every batch element
-    _, cache = ops.softmax_forward(x, mask=mask)
-    check(lambda x: ops.softmax_forward(x, mask=mask)[0],
-          lambda dout: ops.softmax_backward(dout, cache), {"x": x})
-
-
-def test_log_softmax_gradients(rng):
-    x = rng.standard_normal((B, T, V))
-    _, cache = ops.log_softmax_forward(x)
-    check(lambda x: ops.log_softmax_forward(x)[0], lambda dout: ops.log_softmax_backward(dout, cache),
-          {"x": x})
+    check_one_input(ops.softmax_forward, ops.softmax_backward, x, mask=mask)
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from llm_from_scratch import ops
-from llm_from_scratch.testing import assert_close
+from llm_from_scratch.testing import assert_close_scaled
 
 pytestmark = pytest.mark.parity
 
@@ -23,11 +23,8 @@ SIZES = [(B, T, C, V), (4, 16, 64, 257)]  # the uneven small case and a bigger o
 
 
 def close(actual, expected, dtype, name):
-    """``|actual - expected| <= tol * (|expected| + max(1, max|expected|))`` with tol from TOL."""
-    tol = TOL[dtype]
-    scale = max(1.0, float(np.max(np.abs(expected))))
-    assert np.asarray(actual).dtype == dtype, f"{name}: dtype {np.asarray(actual).dtype}, expected {dtype}"
-    assert_close(actual, expected, rtol=tol, atol=tol * scale, name=name)
+    """Ours (in ``dtype``) vs PyTorch at ``TOL[dtype]`` of the values' scale."""
+    assert_close_scaled(actual, expected, TOL[dtype], name, dtype=dtype)
 
 
 def autograd(torch, fn, dout, **arrays):

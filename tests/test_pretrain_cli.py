@@ -70,3 +70,35 @@ def test_generate_command_prints_a_continuation(tmp_path, capsys):
     assert capsys.readouterr().out == first  # the cache changes speed, never the text
     assert main(["generate", str(out), "--prompt", "", "--kernels", "numpy"]) == 2
     assert "prompt is empty" in capsys.readouterr().err
+
+
+def test_train_flags_are_the_train_config_fields(capsys):
+    import dataclasses
+
+    from llm_from_scratch.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--out", "x"])
+    for f in dataclasses.fields(TrainConfig):  # every field is a flag, with the field's default
+        assert getattr(args, f.name) == f.default, f.name
+    assert TrainConfig().min_lr == 1e-4 and TrainConfig(lr=0.5).min_lr == 0.05  # lr / 10 unless given
+    assert TrainConfig().checkpoint_every == 200
+    args = parser.parse_args(["train", "--out", "x", "--warmup", "7", "--betas", "0.8", "0.9", "--min-lr", "0",
+                              "--grad-clip", "0.5", "--keep-checkpoints", "3"])
+    assert (args.warmup_steps, args.betas, args.min_lr, args.grad_clip, args.keep_checkpoints) == \
+        (7, [0.8, 0.9], 0.0, 0.5, 3)
+    assert args.warmup_steps == parser.parse_args(["train", "--out", "x", "--warmup-steps", "7"]).warmup_steps
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--steps STEPS optimizer steps in the whole run (default: 1000)" in help_text
+    assert "--min-lr MIN_LR learning rate at the end of the cosine decay (default: lr / 10) --" in help_text
+
+
+def test_train_flags_reach_the_run(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--steps", "3", "--lr", "0.002", "--betas", "0.8", "0.99",
+                 "--eval-batches", "1", *TINY]) == 0
+    saved = json.loads((out / "step_0000003" / "trainer_state.json").read_text())["train_config"]
+    assert saved["lr"] == 0.002 and saved["min_lr"] == 0.002 / 10 and saved["betas"] == [0.8, 0.99]
+    assert saved["warmup_steps"] == 2 and saved["eval_batches"] == 1  # warmup shortened to fit 3 steps

@@ -45,3 +45,57 @@ def test_assert_close_message_reports_max_difference_and_location():
 def test_relative_error():
     assert relative_error(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.0
     assert abs(relative_error(np.array([1.0]), np.array([1.1])) - 0.1 / 1.1) < 1e-15
+
+
+def test_assert_close_scaled_uses_the_scale_of_the_values():
+    from llm_from_scratch.testing import assert_close_scaled
+
+    expected = np.array([100.0, 0.0, -3.0])
+    assert_close_scaled(expected + 99e-6, expected, tol=1e-6)  # 99e-6 <= 1e-6 * (|e| + 100)
+    with pytest.raises(AssertionError, match=r"1 of 3 elements differ; max abs diff 0.00011"):
+        assert_close_scaled(expected + np.array([0.0, 1.1e-4, 0.0]), expected, tol=1e-6)
+    with pytest.raises(AssertionError, match="dtype float32, expected float64"):
+        assert_close_scaled(expected.astype(np.float32), expected, tol=1e-3)
+    assert_close_scaled(expected.astype(np.float32), expected, tol=1e-3, dtype=np.float32)
+    assert_close_scaled(np.zeros((0, 3)), np.zeros((0, 3)), tol=1e-6)  # empty: nothing to compare
+
+
+def test_random_params_is_the_copy_the_model_tests_use():
+    """The same numbers as the loops the GPT and BERT tests write out: scale * N(0, 1) in order,
+    +1 on the LayerNorm gains only (GPT-2's ``ln_*.weight``, BERT's ``LayerNorm.weight``)."""
+    from llm_from_scratch.testing import random_params
+
+    shapes = {"transformer.wte.weight": (7, 4), "transformer.h.0.ln_1.weight": (4,),
+              "transformer.h.0.ln_1.bias": (4,), "transformer.h.0.attn.c_attn.weight": (4, 12),
+              "transformer.ln_f.weight": (4,), "bert.embeddings.LayerNorm.weight": (4,),
+              "bert.encoder.layer.0.output.LayerNorm.bias": (4,), "cls.predictions.transform.LayerNorm.weight": (4,),
+              "cls.predictions.transform.dense.weight": (4, 4)}
+    gains = {"transformer.h.0.ln_1.weight", "transformer.ln_f.weight", "bert.embeddings.LayerNorm.weight",
+             "cls.predictions.transform.LayerNorm.weight"}
+    rng = np.random.default_rng(5)
+    expected = {name: (rng.standard_normal(shape) * 0.3 + (1.0 if name in gains else 0.0)).astype(np.float32)
+                for name, shape in shapes.items()}
+    got = random_params(shapes, seed=5, dtype=np.float32)
+    assert list(got) == list(shapes)
+    for name in got:
+        assert got[name].dtype == np.float32 and np.array_equal(got[name], expected[name]), name
+    assert abs(float(got["transformer.ln_f.weight"].mean()) - 1) < 0.5  # the gains sit around 1
+
+
+def test_check_param_gradients_catches_a_wrong_gradient():
+    from llm_from_scratch.testing import check_param_gradients
+
+    rng = np.random.default_rng(2)
+    params = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    x = rng.standard_normal((4, 3))
+
+    def loss():
+        return float(np.sum(np.tanh(x @ params["w"] + params["b"]) ** 2))
+
+    h = np.tanh(x @ params["w"] + params["b"])  # (4, 2)
+    dz = 2 * h * (1 - h ** 2)  # (4, 2)
+    grads = {"w": x.T @ dz, "b": dz.sum(axis=0)}
+    check_param_gradients(params, loss, grads)
+    wrong = {"w": grads["w"], "b": grads["b"] * 1.001}
+    with pytest.raises(AssertionError, match="gradient of b"):
+        check_param_gradients(params, loss, wrong)

@@ -308,6 +308,63 @@ def test_bpe_load_malformed(tmp_path, content, message):
         ByteBPETokenizer.load(path)
 
 
+# Files in the format the tokenizers have always written (version 1), kept as written: they must still
+# load, and saving the same tokenizer again must give the same bytes.
+CHAR_FILE = """{
+ "format": "llm_from_scratch.CharTokenizer",
+ "version": 1,
+ "chars": [
+  "\\n",
+  " ",
+  "d",
+  "h",
+  "l",
+  "o",
+  "r",
+  "w",
+  "é",
+  "ö"
+ ]
+}"""  # CharTokenizer.from_text("héllo\n wörld")
+BPE_FILE = ('{"format": "llm_from_scratch.ByteBPETokenizer", "version": 1, "pattern": '
+            r""""'(?:[sdmt]|ll|ve|re)| ?[^\\W\\d_]+| ?\\d+| ?(?:[^\\s\\w]|_)+|\\s+(?!\\S)|\\s+", """
+            '"merges": [[97, 116], [104, 101], [116, 257], [32, 99], [32, 258], [259, 256]]}')
+# ByteBPETokenizer().train("the cat sat on the mat; the cat ate", 262)
+
+
+def test_files_written_before_still_load(tmp_path):
+    from llm_from_scratch.tokenizers import load_tokenizer
+
+    char_path, bpe_path = tmp_path / "char.json", tmp_path / "bpe.json"
+    char_path.write_text(CHAR_FILE, encoding="utf-8")
+    bpe_path.write_text(BPE_FILE, encoding="utf-8")
+    char = load_tokenizer(char_path)
+    assert isinstance(char, CharTokenizer) and char.chars == sorted(set("héllo\n wörld"))
+    assert char.decode(char.encode("wörld\n")) == "wörld\n"
+    bpe = load_tokenizer(bpe_path)
+    assert isinstance(bpe, ByteBPETokenizer) and bpe.pattern == GPT2_SPLIT_PATTERN
+    assert bpe.merges == [((97, 116), 256), ((104, 101), 257), ((116, 257), 258), ((32, 99), 259),
+                          ((32, 258), 260), ((259, 256), 261)]
+    assert bpe.encode("the cat") == [258, 261]  # "the", " cat"
+    assert bpe.merges == ByteBPETokenizer().train("the cat sat on the mat; the cat ate", 262).merges
+    char.save(char_path)
+    bpe.save(bpe_path)
+    assert char_path.read_text(encoding="utf-8") == CHAR_FILE
+    assert bpe_path.read_text(encoding="utf-8") == BPE_FILE
+
+
+@pytest.mark.parametrize("tok", [CharTokenizer("abc"), ByteBPETokenizer(),
+                                 WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"])],
+                         ids=["char", "bpe", "wordpiece"])
+def test_decode_refuses_ids_out_of_range(tok):
+    decode = tok.convert_ids_to_tokens if isinstance(tok, WordPieceTokenizer) else tok.decode
+    V = tok.vocab_size
+    assert len(decode([0, np.int64(V - 1)])) >= 1
+    for bad, position in ((V, 1), (-1, 1), (V + 100, 1)):
+        with pytest.raises(ValueError, match=rf"expected token ids in \[0, {V}\), got {bad} at position {position}"):
+            decode([0, bad])
+
+
 # --------------------------------------------------------------------------------------------
 # BPE parity: the pre-split equals GPT-2's (Hugging Face ByteLevel pre-tokenizer)
 

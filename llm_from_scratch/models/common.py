@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -143,17 +142,10 @@ def read_config(path, from_dict):
 
 def write_json(path: Path, d: dict) -> None:
     """Write ``d`` as indented JSON to ``path`` through a temporary file and a rename."""
+    from llm_from_scratch.fileio import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(d, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, json.dumps(d, indent=2) + "\n")
 
 
 def load_tensors(directory: Path) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ def load_tokenizer(path):
     except (OSError, json.JSONDecodeError, AttributeError) as exc:
         raise ValueError(f"{path}: not a tokenizer file written by this package ({exc})") from None
     for cls in (CharTokenizer, ByteBPETokenizer):
-        if fmt == f"llm_from_scratch.{cls.__name__}":
+        if fmt == cls.FORMAT:
             return cls.load(path)
     raise ValueError(f"{path}: unknown tokenizer format {fmt!r}; expected one written by CharTokenizer.save "
                      f"or ByteBPETokenizer.save")

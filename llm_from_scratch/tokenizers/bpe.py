@@ -38,10 +38,10 @@ Models are Unsupervised Multitask Learners" (GPT-2, 2019), section 2.2; Karpathy
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
+
+from llm_from_scratch.tokenizers.base import Tokenizer
 
 __all__ = ["ByteBPETokenizer", "GPT2_SPLIT_PATTERN", "get_pair_counts", "gpt2_bytes_to_unicode", "merge",
            "train_merges"]
@@ -51,8 +51,6 @@ __all__ = ["ByteBPETokenizer", "GPT2_SPLIT_PATTERN", "get_pair_counts", "gpt2_by
 #   followed by a non-space (so a run of spaces leaves its last one to the next word) | spaces
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"""
 
-_FORMAT = "llm_from_scratch.ByteBPETokenizer"
-_VERSION = 1
 _CACHE_LIMIT = 200_000  # chunk encodings kept by ``encode`` before the cache is cleared
 
 
@@ -133,7 +131,7 @@ def gpt2_bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-class ByteBPETokenizer:
+class ByteBPETokenizer(Tokenizer):
     """Byte-level BPE with GPT-2-style pre-splitting.
 
     Worked example (no pre-split, so the text is one chunk): in ``"aaabdaaabac"`` the pair
@@ -150,6 +148,8 @@ class ByteBPETokenizer:
     >>> tok.decode([258, 100])
     'aaabd'
     """
+
+    FORMAT = "llm_from_scratch.ByteBPETokenizer"
 
     def __init__(self, merges: list[tuple[tuple[int, int], int]] | None = None,
                  pattern: str | None = GPT2_SPLIT_PATTERN):
@@ -248,13 +248,7 @@ class ByteBPETokenizer:
         return ids
 
     def _token_bytes(self, ids) -> list[bytes]:
-        out = []
-        for position, i in enumerate(ids):
-            token = self.vocab.get(int(i))
-            if token is None:
-                raise ValueError(f"expected token ids in [0, {self.vocab_size}), got {i} at position {position}")
-            out.append(token)
-        return out
+        return [self.vocab[i] for i in self.check_ids(ids)]
 
     def decode(self, ids) -> str:
         """The text of a list of ids; bytes that are not valid UTF-8 become U+FFFD.
@@ -279,31 +273,13 @@ class ByteBPETokenizer:
     # ----------------------------------------------------------------------------------------
     # saving and loading (JSON; never pickle, so a file cannot run code when loaded)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the pattern and the merges (in order) as JSON."""
-        data = {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "pattern": self.pattern,
-            "merges": [[a, b] for (a, b), _ in self.merges],  # merge i creates id 256 + i
-        }
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+    # ``save`` and ``load`` are ``Tokenizer``'s: a JSON file with the pattern and the merges in order
+
+    def _fields(self) -> dict:
+        return {"pattern": self.pattern, "merges": [[a, b] for (a, b), _ in self.merges]}  # merge i creates 256 + i
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ByteBPETokenizer:
-        """Read a tokenizer written by :meth:`save`; a malformed file raises ``ValueError``."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: expected a JSON file written by ByteBPETokenizer.save, "
-                                 f"but it is not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{path}: expected a JSON object with \"format\": {_FORMAT!r}; "
-                             f"this is not a file written by ByteBPETokenizer.save")
-        if data.get("version") != _VERSION:
-            raise ValueError(f"{path}: expected version {_VERSION}, got {data.get('version')!r}")
+    def _from_fields(cls, data: dict, path) -> ByteBPETokenizer:
         pattern, raw = data.get("pattern"), data.get("merges")
         if pattern is not None and not isinstance(pattern, str):
             raise ValueError(f"{path}: expected \"pattern\" to be a string or null, got {pattern!r}")

@@ -17,17 +17,14 @@ nanoGPT ``data/shakespeare_char/prepare.py``, which use the same sorted-characte
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
+
+from llm_from_scratch.tokenizers.base import Tokenizer
 
 __all__ = ["CharTokenizer"]
 
-_FORMAT = "llm_from_scratch.CharTokenizer"
-_VERSION = 1
 
-
-class CharTokenizer:
+class CharTokenizer(Tokenizer):
     """Map each character to an integer id and back.
 
     >>> tok = CharTokenizer.from_text("hello")
@@ -38,6 +35,9 @@ class CharTokenizer:
     >>> tok.decode([1, 0, 2, 2, 3])
     'hello'
     """
+
+    FORMAT = "llm_from_scratch.CharTokenizer"
+    JSON_OPTIONS = {"ensure_ascii": False, "indent": 1}
 
     def __init__(self, chars: Iterable[str]):
         chars = list(chars)
@@ -85,34 +85,15 @@ class CharTokenizer:
         >>> CharTokenizer("abc").decode([2, 0, 1])
         'cab'
         """
-        out = []
-        for position, i in enumerate(ids):
-            i = int(i)
-            if not 0 <= i < self.vocab_size:
-                raise ValueError(f"expected token ids in [0, {self.vocab_size}), got {i} at position {position}")
-            out.append(self.chars[i])
-        return "".join(out)
+        return "".join(self.chars[i] for i in self.check_ids(ids))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the vocabulary as JSON (a list of characters in id order)."""
-        data = {"format": _FORMAT, "version": _VERSION, "chars": self.chars}
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=1)
+    # saving and loading: ``save`` and ``load`` of ``Tokenizer``, a JSON file with the characters in id order
+
+    def _fields(self) -> dict:
+        return {"chars": self.chars}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        """Read a tokenizer written by :meth:`save`."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: expected a JSON file written by CharTokenizer.save, "
-                                 f"but it is not valid JSON ({exc})") from None
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise ValueError(f"{path}: expected a JSON object with \"format\": {_FORMAT!r}; "
-                             f"this is not a file written by CharTokenizer.save")
-        if data.get("version") != _VERSION:
-            raise ValueError(f"{path}: expected version {_VERSION}, got {data.get('version')!r}")
+    def _from_fields(cls, data: dict, path) -> CharTokenizer:
         if not isinstance(data.get("chars"), list):
             raise ValueError(f"{path}: expected \"chars\" to be a list of characters")
         return cls(data["chars"])

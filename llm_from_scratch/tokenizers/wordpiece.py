@@ -47,6 +47,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from llm_from_scratch.fileio import atomic_write
+from llm_from_scratch.tokenizers.base import check_ids
+
 __all__ = [
     "SPECIAL_TOKENS",
     "BertEncoding",
@@ -246,12 +249,11 @@ class WordPieceTokenizer:
         return cls(tokens, **kwargs)
 
     def save_vocab(self, path: str | os.PathLike) -> None:
-        """Write ``vocab.txt``: one token per line, in id order."""
-        with open(path, "w", encoding="utf-8") as f:
-            for token in self.id_to_token:
-                if "\n" in token:
-                    raise ValueError(f"token {token!r} contains a newline and cannot be written one per line")
-                f.write(token + "\n")
+        """Write ``vocab.txt``: one token per line, in id order (atomically, ``fileio.atomic_write``)."""
+        for token in self.id_to_token:
+            if "\n" in token:
+                raise ValueError(f"token {token!r} contains a newline and cannot be written one per line")
+        atomic_write(path, "".join(token + "\n" for token in self.id_to_token))
 
     @property
     def vocab_size(self) -> int:
@@ -274,13 +276,7 @@ class WordPieceTokenizer:
         return [self.vocab.get(token, unk) for token in tokens]
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
-        out = []
-        for position, i in enumerate(ids):
-            i = int(i)
-            if not 0 <= i < self.vocab_size:
-                raise ValueError(f"expected token ids in [0, {self.vocab_size}), got {i} at position {position}")
-            out.append(self.id_to_token[i])
-        return out
+        return [self.id_to_token[i] for i in check_ids(ids, self.vocab_size)]
 
     def encode(self, text: str, text_pair: str | None = None, max_length: int | None = None,
                padding: bool | str = False) -> BertEncoding:
