@@ -15,7 +15,7 @@ import pytest
 
 from llm_from_scratch import attention as ref
 from llm_from_scratch.kernels import attention as kattn
-from llm_from_scratch.testing import assert_close, gradcheck
+from llm_from_scratch.testing import assert_close, assert_close_scaled, gradcheck
 
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 SHAPES = [(2, 3, 5, 4), (2, 2, 1, 4), (3, 1, 7, 5), (1, 2, 33, 3), (1, 2, 128, 32)]  # (B, NH, T, HS)
@@ -27,10 +27,7 @@ def qkv(rng, shape, dtype, n=3):
 
 def same(actual, expected, dtype, name):
     """Kernel vs reference: ``|a - e| <= tol * (|e| + max(1, max|e|))``."""
-    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype}, expected {expected.dtype}"
-    tol = TOL[dtype]
-    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
-    assert_close(actual, expected, rtol=tol, atol=tol * scale, name=name)
+    assert_close_scaled(actual, expected, TOL[dtype], name)
 
 
 def both(q, k, v, dout, **kw):

@@ -14,7 +14,7 @@ from llm_from_scratch.models.bert import (HEADS, BertConfig, bert_backward, bert
                                           bert_qa_backward, bert_qa_forward, check_params, encode_sentences,
                                           from_pretrained, heads_of, init_params, load_wordpiece, num_params,
                                           param_shapes, read_sentence_options, save_pretrained, save_wordpiece)
-from llm_from_scratch.testing import assert_close, numerical_gradient
+from llm_from_scratch.testing import assert_close, check_param_gradients, random_params
 from llm_from_scratch.tokenizers.wordpiece import WordPieceTokenizer
 
 # uneven sizes everywhere, so that a transposed or swapped axis cannot go unnoticed
@@ -28,16 +28,8 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "dog", "bark"
 
 
 def _random_params(config, heads=HEADS, seed=0, dtype=np.float64, scale=0.3):
-    """Parameters with every entry random (biases and LayerNorms too), so no gradient path hides
-    behind a zero bias or a unit gain."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in param_shapes(config, heads).items():
-        value = rng.standard_normal(shape) * scale
-        if "LayerNorm.weight" in name:
-            value += 1.0
-        params[name] = value.astype(dtype)
-    return params
+    """Every entry random (biases and LayerNorms too): no gradient path hides behind a 0 or a 1."""
+    return random_params(param_shapes(config, heads), seed, dtype, scale)
 
 
 def _batch(rng, config, B=2, T=6):
@@ -51,11 +43,6 @@ def _batch(rng, config, B=2, T=6):
     return ids, token_types, mask
 
 
-def _check_all_gradients(params, loss_fn, grads, tol=1e-6):
-    for name, p in params.items():
-        numeric = numerical_gradient(loss_fn, p)
-        scale = max(1.0, float(np.abs(numeric).max()))
-        assert_close(grads[name], numeric, rtol=tol, atol=tol * scale, name=f"gradient of {name}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -158,7 +145,7 @@ def test_encoder_gradcheck_with_random_upstream_float64():
         h, p, _ = bert_forward(params, TINY_NO_PAD, ids, tt, mask)
         return float(np.sum(h * dh) + np.sum(p * dp))
 
-    _check_all_gradients(params, loss, grads)
+    check_param_gradients(params, loss, grads)
     # with pad_token_id = 0 the only change is that row 0 of the word embedding gets no gradient
     padded = bert_backward(bert_forward(params, TINY, ids, tt, mask)[2], dhidden=dh, dpooled=dp)
     word = "bert.embeddings.word_embeddings.weight"
@@ -181,7 +168,7 @@ def test_mlm_gradcheck_with_dropout_float64():
 
     _, loss, cache = forward()
     grads = bert_mlm_backward(cache)
-    _check_all_gradients(params, lambda: float(forward()[1]), grads)
+    check_param_gradients(params, lambda: float(forward()[1]), grads)
     # the masks really drop something, and evaluation mode does not
     assert not np.isclose(loss, bert_mlm_forward(params, cfg, ids, labels, tt, mask)[1])
 
@@ -197,7 +184,7 @@ def test_classifier_and_qa_gradcheck_float64():
         return bert_classify_forward(params, cfg, ids, labels, tt, mask, train=True, rng=np.random.default_rng(5))
 
     grads = bert_classify_backward(classify()[2])
-    _check_all_gradients(params, lambda: float(classify()[1]), grads)
+    check_param_gradients(params, lambda: float(classify()[1]), grads)
 
     params = _random_params(TINY, heads=("qa",), seed=4)
     ids, tt, mask = _batch(rng, TINY, B=3, T=6)
@@ -207,7 +194,7 @@ def test_classifier_and_qa_gradcheck_float64():
         return bert_qa_forward(params, TINY_NO_PAD, ids, starts, ends, tt, mask)
 
     grads = bert_qa_backward(qa()[3])
-    _check_all_gradients(params, lambda: float(qa()[2]), grads)
+    check_param_gradients(params, lambda: float(qa()[2]), grads)
 
 
 def test_heads_with_random_upstream_and_unused_parameters():
@@ -234,7 +221,7 @@ def test_heads_with_random_upstream_and_unused_parameters():
 
     some = ["bert.encoder.layer.0.attention.self.key.weight", "cls.predictions.transform.dense.weight",
             "bert.embeddings.token_type_embeddings.weight"]
-    _check_all_gradients({k: params[k] for k in some}, loss_fn, grads)
+    check_param_gradients({k: params[k] for k in some}, loss_fn, grads)
 
     start, end, _, cache = bert_qa_forward(params, TINY, ids, token_type_ids=tt, attention_mask=mask)
     dstart, dend = rng.standard_normal(start.shape), rng.standard_normal(end.shape)
@@ -244,7 +231,7 @@ def test_heads_with_random_upstream_and_unused_parameters():
         s, e, _, _ = bert_qa_forward(params, TINY, ids, token_type_ids=tt, attention_mask=mask)
         return float(np.sum(s * dstart) + np.sum(e * dend))
 
-    _check_all_gradients({k: params[k] for k in ["qa_outputs.weight", "qa_outputs.bias"] + some[:1]}, qa_fn, grads)
+    check_param_gradients({k: params[k] for k in ["qa_outputs.weight", "qa_outputs.bias"] + some[:1]}, qa_fn, grads)
     assert not grads["cls.predictions.bias"].any()
 
 

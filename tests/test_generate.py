@@ -5,22 +5,15 @@ from llm_from_scratch.generate import (apply_temperature, filter_logits, generat
                                        init_kv_cache, kv_cache_bytes, sample_from_logits, sample_next,
                                        sequence_logprob, top_k_filter, top_p_filter)
 from llm_from_scratch.models.gpt import GPTConfig, from_pretrained, gpt_forward, param_shapes
-from llm_from_scratch.testing import assert_close
+from llm_from_scratch.testing import assert_close, random_params
 
 SMALL = GPTConfig(vocab_size=37, n_positions=16, n_embd=16, n_layer=2, n_head=4)
 
 
 def _random_params(config, seed, dtype=np.float32, scale=0.3):
-    """Every entry random (biases and LayerNorms too), large enough for peaked next-token
-    distributions, so that generated sequences depend on the model and not on rounding."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        value = rng.standard_normal(shape) * scale
-        if ".ln_" in name and name.endswith(".weight"):
-            value += 1.0
-        params[name] = value.astype(dtype)
-    return params
+    """Every entry random, large enough for peaked next-token distributions, so that generated
+    sequences depend on the model and not on rounding."""
+    return random_params(param_shapes(config), seed, dtype, scale)
 
 
 def _assert_same_filtered(actual, expected, name):

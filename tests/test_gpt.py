@@ -8,22 +8,14 @@ from llm_from_scratch import safetensors
 from llm_from_scratch.models.gpt import (GPTConfig, check_params, flops_per_token, from_pretrained, gpt_backward,
                                          gpt_forward, init_params, num_params, param_shapes, save_pretrained)
 from llm_from_scratch.optim import AdamW, decays
-from llm_from_scratch.testing import assert_close, numerical_gradient
+from llm_from_scratch.testing import assert_close, check_param_gradients, random_params
 
 TINY = GPTConfig(vocab_size=11, n_positions=8, n_embd=8, n_layer=2, n_head=2)
 
 
 def _random_params(config, seed, dtype=np.float64, scale=0.3):
-    """Parameters with every entry random (biases and LayerNorms too), so no gradient path hides
-    behind a zero bias or a unit gain."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        value = rng.standard_normal(shape) * scale
-        if ".ln_" in name and name.endswith(".weight"):
-            value += 1.0
-        params[name] = value.astype(dtype)
-    return params
+    """Every entry random (biases and LayerNorms too): no gradient path hides behind a 0 or a 1."""
+    return random_params(param_shapes(config), seed, dtype, scale)
 
 
 def _batch(rng, config, B, T):
@@ -85,11 +77,6 @@ def test_init_params_statistics_and_seeds():
 # gradients
 
 
-def _check_all_gradients(params, loss_fn, grads, tol=1e-6):
-    for name, p in params.items():
-        numeric = numerical_gradient(loss_fn, p)
-        scale = max(1.0, float(np.abs(numeric).max()))
-        assert_close(grads[name], numeric, rtol=tol, atol=tol * scale, name=f"gradient of {name}")
 
 
 def test_whole_model_gradcheck_float64():
@@ -101,7 +88,7 @@ def test_whole_model_gradcheck_float64():
     assert list(grads) == list(params)
     assert all(grads[k].shape == params[k].shape and grads[k].dtype == np.float64 for k in params)
     assert np.all(grads["transformer.wpe.weight"][5:] == 0)  # positions 5..7 were never used
-    _check_all_gradients(params, lambda: float(gpt_forward(params, TINY, idx, targets)[1]), grads)
+    check_param_gradients(params, lambda: float(gpt_forward(params, TINY, idx, targets)[1]), grads)
 
 
 def test_whole_model_gradcheck_with_random_upstream_and_dropout():
@@ -117,7 +104,7 @@ def test_whole_model_gradcheck_with_random_upstream_and_dropout():
     dout = rng.standard_normal(logits().shape)
     _, _, cache = gpt_forward(params, cfg, idx, train=True, rng=np.random.default_rng(7))
     grads = gpt_backward(cache, dlogits=dout)
-    _check_all_gradients(params, lambda: float(np.sum(logits() * dout)), grads)
+    check_param_gradients(params, lambda: float(np.sum(logits() * dout)), grads)
     # the masks really drop something, and evaluation mode does not
     assert not np.allclose(logits(), gpt_forward(params, cfg, idx)[0])
 
