@@ -18,15 +18,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import io
 import os
 import sys
-import tempfile
 import typing
 from pathlib import Path
 
 import numpy as np
 
 from llm_from_scratch import exercises
+from llm_from_scratch.fileio import atomic_write
 
 
 def _exercise_dir(arg: str | None) -> Path:
@@ -62,9 +63,7 @@ def _cmd_start(args) -> int:
         print(f"{path} already exists; leaving your work as it is. "
               f"Check it with: llm-scratch exercises check {ex.name}")
         return 0
-    tmp = path.with_suffix(".py.tmp")
-    tmp.write_text(exercises.stub_source(ex.name), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, exercises.stub_source(ex.name))
     print(f"wrote {path}: fill in {ex.name}(), then run: llm-scratch exercises check {ex.name}")
     return 0
 
@@ -164,21 +163,11 @@ def _cmd_generate(args) -> int:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file in the same folder and a rename: an interrupted run
-    never leaves a half-written file at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a file np.save would create (mkstemp's are 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``np.save`` into memory, then ``fileio.atomic_write``: an interrupted run never leaves a
+    half-written file at ``path``."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
 
 
 def _cmd_embed(args) -> int:

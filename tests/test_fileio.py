@@ -94,7 +94,9 @@ def test_append_line(tmp_path):
 
 
 def test_every_writer_is_atomic(tmp_path, monkeypatch):
-    """safetensors, the tokenizers and write_json all go through atomic_write (each one fsyncs)."""
+    """safetensors, the tokenizers, write_json, exercise stubs and embeddings files all go through
+    atomic_write (each one fsyncs)."""
+    from llm_from_scratch import cli
     from llm_from_scratch.models.common import write_json
 
     written = []
@@ -105,15 +107,18 @@ def test_every_writer_is_atomic(tmp_path, monkeypatch):
         return real(path, data)
 
     for module in ("llm_from_scratch.fileio", "llm_from_scratch.safetensors", "llm_from_scratch.tokenizers.base",
-                   "llm_from_scratch.tokenizers.wordpiece"):
+                   "llm_from_scratch.tokenizers.wordpiece", "llm_from_scratch.cli"):
         monkeypatch.setattr(f"{module}.atomic_write", spy)
     safetensors.save({"w": np.ones((2, 3), np.float32)}, tmp_path / "m.safetensors")
     CharTokenizer.from_text("ab").save(tmp_path / "char.json")
     ByteBPETokenizer().save(tmp_path / "bpe.json")
     WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"]).save_vocab(tmp_path / "vocab.txt")
     write_json(tmp_path / "config.json", {"a": 1})
-    assert written == ["m.safetensors", "char.json", "bpe.json", "vocab.txt", "config.json"]
-    assert sorted(os.listdir(tmp_path)) == sorted(written)
+    cli._save_npy(tmp_path / "e.npy", np.eye(2, dtype=np.float32))
+    assert cli.main(["exercises", "start", "bigram_perplexity", "--dir", str(tmp_path / "ex")]) == 0
+    assert written == ["m.safetensors", "char.json", "bpe.json", "vocab.txt", "config.json", "e.npy", "bigram_perplexity.py"]
+    assert np.array_equal(np.load(tmp_path / "e.npy"), np.eye(2, dtype=np.float32))
+    assert sorted(os.listdir(tmp_path)) == sorted(written[:-1] + ["ex"])
 
 
 def test_safetensors_save_failing_midway_keeps_the_old_file(tmp_path, monkeypatch):
