@@ -105,9 +105,6 @@ def _cmd_train(args) -> int:
         run = pretrain_gpt(args.out, data=args.data, n_chars=args.n_chars, tokenizer=args.tokenizer,
                            vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                            train_config=tc, kernels=args.kernels, seed=args.seed, resume=args.resume)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -143,18 +140,16 @@ def _cmd_generate(args) -> int:
     from llm_from_scratch.generate import generate
     from llm_from_scratch.pretrain import load_run
 
-    try:
-        params, config, tok = load_run(args.checkpoint)
-        ids = tok.encode(args.prompt) if args.prompt else []
-        if not ids:
-            raise ValueError("the prompt is empty: give --prompt with at least one character")
-        idx = np.array([ids] * args.num_samples, dtype=np.int64)
-        out = generate(params, config, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                       top_p=args.top_p, greedy=args.greedy, seed=args.seed, use_cache=not args.no_cache,
-                       kernels=args.kernels)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    params, config, tok = load_run(args.checkpoint)
+    ids = tok.encode(args.prompt) if args.prompt else []
+    if not ids:
+        raise ValueError("the prompt is empty: give --prompt with at least one character")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be at least 1, got {args.num_samples}")
+    idx = np.array([ids] * args.num_samples, dtype=np.int64)
+    out = generate(params, config, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                   top_p=args.top_p, greedy=args.greedy, seed=args.seed, use_cache=not args.no_cache,
+                   kernels=args.kernels)
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"--- sample {i + 1}")
@@ -176,40 +171,48 @@ def _cmd_embed(args) -> int:
     from llm_from_scratch.checkpoints import checkpoint_dir
     from llm_from_scratch.models import bert
 
+    source = Path(args.input)
+    if not source.is_file():
+        what = "is a folder" if source.is_dir() else "no such file"
+        raise FileNotFoundError(f"{source}: {what} (expected a UTF-8 text file, one sentence per line)")
     try:
-        source = Path(args.input)
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: no such file (expected a UTF-8 text file, one sentence per line)")
-        sentences = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not sentences:
-            raise ValueError(f"{source}: no non-empty lines to embed")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-        directory = Path(args.checkpoint) if args.checkpoint else checkpoint_dir()
-        if not directory.is_dir():
-            raise FileNotFoundError(f"{directory}: no such checkpoint folder (expected config.json, "
-                                    "model.safetensors and vocab.txt)")
-        params, config = bert.from_pretrained(directory)
-        tokenizer = bert.load_wordpiece(directory)
-        options = bert.read_sentence_options(directory)
-        if args.max_length is not None:
-            options["max_length"] = args.max_length
-        start = time.perf_counter()
-        embeddings = bert.encode_sentences(params, config, tokenizer, sentences, batch_size=args.batch_size,
-                                           kernels=args.kernels, **options)  # (N, C) float32
-        elapsed = time.perf_counter() - start
-        _save_npy(Path(args.output), embeddings)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    sentences = [line.strip() for line in text.splitlines() if line.strip()]
+    if not sentences:
+        raise ValueError(f"{source}: no non-empty lines to embed")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    directory = Path(args.checkpoint) if args.checkpoint else checkpoint_dir()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such checkpoint folder (expected config.json, "
+                                "model.safetensors and vocab.txt)")
+    params, config = bert.from_pretrained(directory)
+    tokenizer = bert.load_wordpiece(directory)
+    options = bert.read_sentence_options(directory)
+    if args.max_length is not None:
+        options["max_length"] = args.max_length
+    start = time.perf_counter()
+    embeddings = bert.encode_sentences(params, config, tokenizer, sentences, batch_size=args.batch_size,
+                                       kernels=args.kernels, **options)  # (N, C) float32
+    elapsed = time.perf_counter() - start
+    _save_npy(Path(args.output), embeddings)
     n = len(sentences)
     print(f"embedded {n} sentences in {elapsed:.2f} s ({n / max(elapsed, 1e-9):.1f} sentences/s) with "
           f"{directory}: wrote {args.output}, shape {embeddings.shape}, float32")
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line (and the exit status 2 argparse uses)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-scratch", description="llm-from-scratch command line")
+    parser = _Parser(prog="llm-scratch", description="llm-from-scratch command line")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("exercises", help="list, start and check the course exercises")
     ex_sub = ex.add_subparsers(dest="action", required=True)
@@ -262,9 +265,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, in one line: the message of a ValueError or KeyError, or for a file
+    system error its reason and the path."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(message).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input (a missing or unreadable file, a corrupt or mismatched
+    checkpoint, a value out of range) is reported in one line on stderr with exit status 2;
+    ``LLM_SCRATCH_DEBUG=1`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, OSError) as exc:  # UnicodeDecodeError and FileNotFoundError are among them
+        if os.environ.get("LLM_SCRATCH_DEBUG"):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

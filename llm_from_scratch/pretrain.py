@@ -94,6 +94,9 @@ def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_00
     """Train a GPT from scratch on ``data``; see the module docstring. Returns a ``Run``."""
     tc = train_config or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file: the output of a run is a folder (metrics, checkpoints, tokenizer); "
+                         f"choose another path")
     train_text, val_text = load_corpus(data, n_chars, seed)
     if resume and out is not None and (out / "tokenizer.json").exists():
         tok = load_tokenizer(out / "tokenizer.json")
