@@ -79,14 +79,16 @@ def causal_mask(T: int, S: int | None = None) -> np.ndarray:
 
 
 def _full_mask(T: int, S: int, causal: bool, key_mask: np.ndarray | None) -> np.ndarray | None:
-    """Combine the causal mask (T, S) and a key padding mask (B, S) into one that broadcasts to
-    (B, NH, T, S); None when nothing is masked."""
+    """Combine the causal mask (T, S) and a key mask into one that broadcasts to (B, NH, T, S);
+    None when nothing is masked. ``key_mask`` is (B, S), the same keys hidden from every query
+    (padding), or (B, T, S), a mask per query (sequences at different positions of a cache)."""
     mask = causal_mask(T, S) if causal and not (T == 1) else None  # one query (the last) sees every key
     if key_mask is not None:
-        if key_mask.dtype != np.bool_ or key_mask.ndim != 2 or key_mask.shape[1] != S:
-            raise ValueError(f"key_mask must be a boolean (B, S) = (B, {S}) array, True for real tokens, "
-                             f"got {key_mask.dtype} {key_mask.shape}")
-        km = key_mask[:, None, None, :]  # (B, 1, 1, S)
+        if key_mask.dtype != np.bool_ or key_mask.ndim not in (2, 3) or key_mask.shape[-1] != S \
+                or (key_mask.ndim == 3 and key_mask.shape[1] != T):
+            raise ValueError(f"key_mask must be a boolean (B, S) = (B, {S}) or (B, T, S) = (B, {T}, {S}) array, "
+                             f"True for keys a query may see, got {key_mask.dtype} {key_mask.shape}")
+        km = key_mask[:, None, None, :] if key_mask.ndim == 2 else key_mask[:, None]  # (B, 1, 1, S) or (B, 1, T, S)
         mask = km if mask is None else (km & mask)  # (B, 1, T, S)
     return mask
 
@@ -225,7 +227,9 @@ def mha_forward(x: np.ndarray, w_attn: np.ndarray, b_attn: np.ndarray, w_proj: n
     attention weights (masks from ``rng``). ``ops`` is a namespace from
     ``kernels.backend.get_ops`` (default: the numpy ops). ``kv_cache`` (2, B, NH, P, HS), for
     decoding: the new keys and values are written at positions ``start .. start + T - 1`` and
-    the queries attend to positions ``0 .. start + T - 1`` (inference only).
+    the queries attend to positions ``0 .. start + T - 1`` (inference only). ``start`` may be a
+    (B,) array, one position per sequence, for a batch whose sequences are at different lengths
+    (continuous batching).
 
     Example: cross-attention over a memory that is x itself is self-attention.
 
@@ -251,15 +255,26 @@ def mha_forward(x: np.ndarray, w_attn: np.ndarray, b_attn: np.ndarray, w_proj: n
         k, v = np.split(kv, 2, axis=2)  # 2 x (B, S, C)
     q, k, v = split_heads(q, NH), split_heads(k, NH), split_heads(v, NH)  # (B, NH, T, HS), 2 x (B, NH, S, HS)
     if kv_cache is not None:
-        S = start + q.shape[2]  # positions attended to: the cached ones and the new ones
-        kv_cache[0, :, :, start:S] = k  # (B, NH, T, HS) keys of the new positions
-        kv_cache[1, :, :, start:S] = v  # (B, NH, T, HS) and their values
+        T = q.shape[2]
+        if np.ndim(start) == 0:
+            S = start + T  # positions attended to: the cached ones and the new ones
+            kv_cache[0, :, :, start:S] = k  # (B, NH, T, HS) keys of the new positions
+            kv_cache[1, :, :, start:S] = v  # (B, NH, T, HS) and their values
+        else:  # (B,) positions: each sequence writes its keys and values at its own offset
+            S = int(np.max(start)) + T
+            for b, s0 in enumerate(start):
+                kv_cache[0, b, :, s0:s0 + T] = k[b]  # (NH, T, HS)
+                kv_cache[1, b, :, s0:s0 + T] = v[b]  # (NH, T, HS)
+            # query t of sequence b sees keys 0 .. start_b + t, not the longer history of another row
+            rows = np.arange(S)[None, None, :] <= np.asarray(start)[:, None, None] + np.arange(T)[None, :, None]
+            key_mask = rows if key_mask is None else rows & key_mask[:, None, :]  # (B, T, S)
+            causal = False  # the per-row mask says it all
         k, v = kv_cache[0, :, :, :S], kv_cache[1, :, :, :S]  # 2 x (B, NH, S, HS)
     q, k, v = np.ascontiguousarray(q), np.ascontiguousarray(k), np.ascontiguousarray(v)
     if dropout:  # only the numpy attention implements dropout on the weights
         y, att_cache = attention_forward(q, k, v, causal, key_mask, dropout, rng)  # (B, NH, T, HS)
         att_backward = attention_backward
-    elif q.shape == k.shape:  # the kernel's case: as many queries as keys
+    elif q.shape == k.shape and (key_mask is None or key_mask.ndim == 2):  # the kernel's case
         y, att_cache = ops.attention_forward(q, k, v, causal=causal, key_mask=key_mask)  # (B, NH, T, HS)
         att_backward = ops.attention_backward
     else:

@@ -300,6 +300,10 @@ def gpt_forward_cached(params: dict[str, np.ndarray], config: GPTConfig, idx: np
     given the keys and values of positions ``0 .. start - 1`` in ``kv_cache``
     (L, 2, B, NH, S, HS); the new tokens' keys and values are written into it.
 
+    ``start`` may be a (B,) array: each sequence of the batch at its own position, with its own
+    history in its row of the cache (sequences of different lengths decoded together, as a server
+    batches them).
+
     The same computation as ``gpt_forward`` on the whole sequence, restricted to the new rows:
     every op except attention works on each position alone, and attention needs the old
     positions only through their keys and values. ``start = 0`` with the whole prompt fills
@@ -338,7 +342,16 @@ def _check_cached_inputs(params, config, idx, kv_cache, start) -> None:
         raise ValueError(f"kv_cache must be a {dtype} array (L, 2, B, NH, S, HS) = ({L}, 2, {B}, {NH}, S, {HS}), "
                          f"got {got}; make one with init_kv_cache(config, B, dtype=...)")
     S = kv_cache.shape[4]
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= S - T:
+    if isinstance(start, np.ndarray):
+        if start.shape != (B,) or not np.issubdtype(start.dtype, np.integer):
+            raise ValueError(f"start must be an integer or a (B,) = ({B},) integer array of positions, one per "
+                             f"sequence, got {start.dtype} {start.shape}")
+        lowest, highest = int(start.min()), int(start.max())
+    elif isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+        raise ValueError(f"start must be an integer or a (B,) integer array of positions, got {start!r}")
+    else:
+        lowest = highest = int(start)
+    if not 0 <= lowest <= highest <= S - T:
         raise ValueError(f"start = {start!r} with T = {T} new tokens must fit the cache's S = {S} positions "
                          f"(0 <= start <= S - T = {S - T}); past n_positions, recompute the last "
                          f"{config.n_positions} tokens from start = 0")

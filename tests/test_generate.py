@@ -373,3 +373,26 @@ def test_filters_match_transformers_warpers(torch, transformers):
         assert not mismatch.any(), f"{case}: kept sets differ at {np.argwhere(mismatch)[:3].tolist()}"
         assert_close(_probs(ours.astype(np.float64)), _probs(expected.astype(np.float64)), rtol=1e-6, atol=1e-7,
                      name=f"filtered distribution {case}")
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_sequences_at_different_positions_decode_together_as_alone(kernels):
+    """Two prompts of different lengths, each prefilled into its own row of one cache, then
+    decoded together one token per step with a (B,) array of positions: every step's logits equal
+    those of each sequence decoded alone."""
+    params = _random_params(SMALL, 11, np.float64)
+    prompts = [np.array([[3, 1, 4, 1, 5]]), np.array([[9, 2]])]
+    new = np.array([[7], [8]])  # the next token of each
+    kv = init_kv_cache(SMALL, B=2, dtype=np.float64)
+    alone = []
+    for b, prompt in enumerate(prompts):
+        one = init_kv_cache(SMALL, B=1, dtype=np.float64)
+        gpt_forward_cached(params, SMALL, prompt, one, start=0, kernels=kernels)  # prefill on its own
+        kv[:, :, b] = one[:, :, 0]  # the batch cache's row b holds this sequence's history
+        alone.append(gpt_forward_cached(params, SMALL, new[b:b + 1], one, start=prompt.shape[1], kernels=kernels))
+    starts = np.array([p.shape[1] for p in prompts])
+    together = gpt_forward_cached(params, SMALL, new, kv, start=starts, kernels=kernels)  # (2, 1, V)
+    for b in range(2):
+        assert_close(together[b:b + 1], alone[b], rtol=1e-10, atol=1e-12, name=f"sequence {b}")
+    with pytest.raises(ValueError, match=r"\(B,\) = \(2,\) integer array"):
+        gpt_forward_cached(params, SMALL, new, kv, start=np.array([1, 2, 3]))

@@ -422,13 +422,17 @@ def gpt_logits(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarray
                start: int = 0):
     """The forward pass to the logits (B, T, V), without input checks: ``gpt_forward`` and
     ``generate.gpt_forward_cached`` check their inputs and call it. The tokens ``idx`` (B, T)
-    sit at positions ``start .. start + T - 1``; ``kv_cache`` (L, 2, B, NH, P, HS) holds the keys
-    and values of earlier positions, for decoding. Returns ``(logits, cache)``, a ``GPTCache``
+    sit at positions ``start .. start + T - 1`` (``start`` an int, or a (B,) array when the
+    sequences of a batch are at different positions); ``kv_cache`` (L, 2, B, NH, P, HS) holds the
+    keys and values of earlier positions, for decoding. Returns ``(logits, cache)``, a ``GPTCache``
     with ``dtype`` and ``ce`` left empty."""
     p, K, T = params, ops, idx.shape[1]
     # embeddings: token rows plus position rows
     tok, tok_cache = K.embedding_forward(idx, p["transformer.wte.weight"])  # (B, T) -> (B, T, C)
-    x = tok + p["transformer.wpe.weight"][start:start + T]  # (B, T, C) + (T, C) -> (B, T, C)
+    if np.ndim(start) == 0:
+        x = tok + p["transformer.wpe.weight"][start:start + T]  # (B, T, C) + (T, C) -> (B, T, C)
+    else:  # one position per sequence
+        x = tok + p["transformer.wpe.weight"][np.asarray(start)[:, None] + np.arange(T)]  # (B, T, C)
     x, embd_drop = maybe_dropout_forward(K, x, config.embd_pdrop, rng, train)  # (B, T, C)
     blocks = []
     for i in range(config.n_layer):
