@@ -301,6 +301,6 @@ def mha_backward(dout: np.ndarray, cache: MHACache) -> MHAGrads:
     dx, dw_q, db_q = _linear_backward(K, merge_heads(dq), cache.q)  # (B, T, C)
     dkv = np.concatenate([merge_heads(dk), merge_heads(dv)], axis=2)  # (B, S, 2C)
     dmemory, dw_kv, db_kv = _linear_backward(K, dkv, cache.kv)  # (B, S, C)
-    dw_attn = np.concatenate([dw_q, dw_kv], axis=1)  # (C, 3C)
-    db_attn = np.concatenate([db_q, db_kv])  # (3C,)
+    dw_attn = np.concatenate([dw_q, dw_kv], axis=-1)  # (C, 3C), or (B, C, 3C) with per-example ops
+    db_attn = np.concatenate([db_q, db_kv], axis=-1)  # (3C,)
     return MHAGrads(dx, dw_attn, db_attn, dw_proj, db_proj, dmemory)

@@ -104,3 +104,60 @@ def test_auc_by_hand_and_by_counting_pairs():
         assert fpr[0] == tpr[0] == 0.0 and fpr[-1] == tpr[-1] == 1.0
         assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
         assert np.trapezoid(tpr, fpr) == pytest.approx(pairs, abs=1e-12)  # the area under the curve is the AUC
+
+
+# ----------------------------------------------------------------------------------------
+# DP-SGD
+
+
+def _tiny_gpt():
+    from llm_from_scratch.models.gpt import GPTConfig, param_shapes
+    from llm_from_scratch.testing import random_params
+    cfg = GPTConfig(vocab_size=13, n_positions=8, n_embd=12, n_layer=2, n_head=3)
+    return cfg, random_params(param_shapes(cfg), seed=3)
+
+
+def test_per_example_gradients_are_each_examples_gradient_and_sum_to_the_batch_gradient():
+    from llm_from_scratch.models.gpt import gpt_backward, gpt_forward
+    from llm_from_scratch.privacy import per_example_grads
+    cfg, params = _tiny_gpt()
+    rng = np.random.default_rng(1)
+    B, T = 3, 6
+    idx = rng.integers(0, cfg.vocab_size, (B, T))
+    targets = rng.integers(0, cfg.vocab_size, (B, T))
+    targets[:, 2] = -100  # the same number of targets in every row
+    per = per_example_grads(params, cfg, idx, targets)
+    batch = gpt_backward(gpt_forward(params, cfg, idx, targets)[2])
+    assert list(per) == list(batch)
+    for name in batch:
+        np.testing.assert_allclose(per[name].sum(axis=0) / B, batch[name], rtol=1e-10, atol=1e-13,
+                                   err_msg=f"sum of per-example gradients of {name}")
+    for i in range(B):  # each one is that example's own gradient, as a batch of one computes it
+        alone = gpt_backward(gpt_forward(params, cfg, idx[i:i + 1], targets[i:i + 1])[2])
+        for name in batch:
+            np.testing.assert_allclose(per[name][i], alone[name], rtol=1e-10, atol=1e-13,
+                                       err_msg=f"example {i}, {name}")
+    with pytest.raises(ValueError, match="same, positive number of targets"):
+        targets[0, 0] = -100
+        per_example_grads(params, cfg, idx, targets)
+
+
+def test_clipping_and_noise():
+    from llm_from_scratch.privacy import clip_per_example, dp_sgd_gradient, per_example_grads
+    cfg, params = _tiny_gpt()
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, cfg.vocab_size, (4, 5))
+    per = per_example_grads(params, cfg, idx, rng.integers(0, cfg.vocab_size, (4, 5)))
+    clipped, norms = clip_per_example(per, 0.1)
+    after = np.sqrt(sum(np.square(g.reshape(4, -1)).sum(axis=1) for g in clipped.values()))
+    assert norms.min() > 0.1 and np.all(after <= 0.1 * (1 + 1e-12)), f"norms {norms}, after clipping {after}"
+    # noise 0 and no clipping: DP-SGD's gradient is plain SGD's mean gradient
+    plain, _ = dp_sgd_gradient(per, np.inf, 0.0, 4, rng)
+    for name, g in per.items():
+        np.testing.assert_allclose(plain[name], g.mean(axis=0), rtol=1e-12, atol=1e-15)
+    # the noise has standard deviation sigma * C / L per entry
+    sigma, C, L = 2.0, 0.5, 4
+    noisy, _ = dp_sgd_gradient(per, C, sigma, L, np.random.default_rng(0))
+    clipped, _ = clip_per_example(per, C)
+    noise = np.concatenate([(noisy[n] - clipped[n].sum(axis=0) / L).ravel() for n in per])
+    assert abs(noise.std() / (sigma * C / L) - 1) < 0.02, f"noise std {noise.std()}, expected {sigma * C / L}"

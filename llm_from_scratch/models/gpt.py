@@ -514,7 +514,7 @@ def gpt_backward(cache: GPTCache, dloss: float = 1.0, dlogits: np.ndarray | None
         dlogits = K.cross_entropy_backward(dloss, c.ce)  # (B, T, V)
     # logits = xf @ wte^T: the head's weight is wte transposed, so its gradient is too
     dxf, dwte_t, _ = K.linear_backward(dlogits, c.head)  # (B, T, C), (C, V)
-    grads["transformer.wte.weight"] = np.ascontiguousarray(dwte_t.T)  # (V, C), the lookup adds below
+    grads["transformer.wte.weight"] = np.ascontiguousarray(np.swapaxes(dwte_t, -1, -2))  # (V, C), the lookup adds below
     # xf = ln_f(x)
     dx, grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"] = K.layernorm_backward(dxf, c.ln_f)  # (B, T, C)
     for block in reversed(c.blocks):
@@ -522,8 +522,12 @@ def gpt_backward(cache: GPTCache, dloss: float = 1.0, dlogits: np.ndarray | None
         grads.update(block_grads)
     # x = dropout(tok + pos), pos = wpe[:T], tok = wte[idx]
     dx = maybe_dropout_backward(K, dx, c.embd_drop)  # (B, T, C)
-    dwpe = np.zeros((config.n_positions, config.n_embd), dtype=c.dtype)  # (P, C)
-    dwpe[:c.T] = dx.sum(axis=0)  # (B, T, C) -> (T, C): every sequence used the same positions
+    if getattr(K, "per_example", False):  # DP-SGD's per-example gradients (privacy.dpsgd): no sum over the batch
+        dwpe = np.zeros((dx.shape[0], config.n_positions, config.n_embd), dtype=c.dtype)  # (B, P, C)
+        dwpe[:, :c.T] = dx  # (B, T, C)
+    else:
+        dwpe = np.zeros((config.n_positions, config.n_embd), dtype=c.dtype)  # (P, C)
+        dwpe[:c.T] = dx.sum(axis=0)  # (B, T, C) -> (T, C): every sequence used the same positions
     grads["transformer.wpe.weight"] = dwpe
     # wte is used twice, by the head and by the lookup: the two gradients add
     grads["transformer.wte.weight"] += K.embedding_backward(dx, c.tok)  # (V, C)
