@@ -14,7 +14,8 @@ of the values, and ``random_params``, parameters with every entry random for gra
 checks.
 
 Central differences have error O(h^2) from truncation plus O(eps / h) from rounding. With
-float64 (eps ~ 1e-16) and h = 1e-5 both are ~1e-10 relative, far below the 1e-6 we ask for.
+float64 (eps ~ 1e-16) and h = 1e-5 both are ~1e-10 relative, far below the 1e-6 tolerance
+(relative to each entry plus the gradient's largest entry, see ``gradcheck``).
 In float32 (eps ~ 6e-8) the rounding term alone is ~1e-2: that is why gradient checks run in
 float64.
 
@@ -88,9 +89,12 @@ def gradcheck(
     ``forward(**inputs)`` returns the output array (or a tuple whose first element is it);
     ``backward(dout)`` returns the gradients for the names in ``wrt``, in that order (a single
     array when there is one name). Each gradient is compared with the numerical gradient of
-    ``L = sum(out * dout)`` for a random ``dout`` drawn from ``seed``. Raises ``AssertionError``
-    naming the input, the max abs and relative error and where, if any relative error exceeds
-    ``tol``; returns ``{name: relative_error}`` otherwise.
+    ``L = sum(out * dout)`` for a random ``dout`` drawn from ``seed``. Each entry must satisfy
+    ``|a - n| <= tol * (|n| + max(1, max|n|))``, a test relative to the entry and to the largest
+    entry at once (an entry near 0 is held to the scale of the whole gradient, not to itself).
+    Raises ``AssertionError`` naming the input, the max abs and relative error and where, if any
+    entry fails; returns ``{name: largest relative error}`` otherwise (for the record: entries
+    whose gradient is tiny can have a large relative error and still pass).
 
     >>> x = np.array([[0.5, -1.0, 2.0]])
     >>> gradcheck(lambda x: np.tanh(x), lambda dout: dout * (1 - np.tanh(x) ** 2), {"x": x})["x"] < 1e-8
