@@ -162,6 +162,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     half-written file at ``path``."""
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, buffer.getvalue())
 
 
