@@ -87,21 +87,28 @@ class Run:
     chars_per_token: float   # of the validation text: converts nats per token into bits per character
 
 
-def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_000, tokenizer: str = "char",
+def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_000, tokenizer="char",
                  vocab_size: int = 512, n_layer: int = 4, n_head: int = 4, n_embd: int = 128,
                  train_config: TrainConfig | None = None, kernels: str = "numba", seed: int = 0,
-                 resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Run:
-    """Train a GPT from scratch on ``data``; see the module docstring. Returns a ``Run``."""
+                 resume: bool = False, progress: bool = True, stop_after: int | None = None,
+                 corpus: tuple[str, str] | None = None) -> Run:
+    """Train a GPT from scratch on ``data``; see the module docstring. Returns a ``Run``.
+
+    ``corpus``, if given, is the ``(train_text, val_text)`` to use instead of ``load_corpus``'s
+    (for instance StoryWorld text with planted secrets, in ``llm_from_scratch.privacy``);
+    ``tokenizer`` is "char", "bpe", or a tokenizer object to use as it is."""
     tc = train_config or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: the output of a run is a folder (metrics, checkpoints, tokenizer); "
                          f"choose another path")
-    train_text, val_text = load_corpus(data, n_chars, seed)
+    train_text, val_text = corpus if corpus is not None else load_corpus(data, n_chars, seed)
     if resume and out is not None and (out / "tokenizer.json").exists():
         tok = load_tokenizer(out / "tokenizer.json")
-    else:
+    elif isinstance(tokenizer, str):
         tok = build_tokenizer(tokenizer, train_text, vocab_size)
+    else:  # a tokenizer made by the caller (say, characters that the training text may lack)
+        tok, tokenizer = tokenizer, type(tokenizer).__name__
     train_tokens, val_tokens = _encode(tok, train_text), _encode(tok, val_text)
     V = tok.vocab_size
     config = GPTConfig(vocab_size=V, n_positions=tc.block_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head)

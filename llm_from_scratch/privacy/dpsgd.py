@@ -26,9 +26,10 @@ the ops namespace the model runs with:
 
 Activation gradients are computed exactly as in the batch, so one forward and one backward pass
 give all B gradients; the cost is the memory of B copies of every parameter gradient. (Ops with
-no parameters, such as attention, GELU and the cross-entropy, need nothing.) The per-example
-gradients of the batch-mean loss, times B, are the gradients of each example's own mean loss when
-every example has the same number of targets; they sum to B times the batch gradient (a test).
+no parameters, such as attention, GELU and the cross-entropy, need nothing.) Each example's
+gradient is that of its own mean loss: the cross-entropy's gradient is rescaled row by row from
+the batch's count of targets to the example's (when all examples have as many targets, the B
+gradients sum to B times the batch gradient: a test).
 
     >>> from llm_from_scratch.models.gpt import GPTConfig, init_params
     >>> cfg = GPTConfig(vocab_size=11, n_positions=8, n_embd=8, n_layer=1, n_head=2)
@@ -107,24 +108,25 @@ def per_example_ops(B: int, ops: SimpleNamespace | None = None) -> SimpleNamespa
 
 def per_example_grads(params: dict[str, np.ndarray], config, idx: np.ndarray, targets: np.ndarray
                       ) -> dict[str, np.ndarray]:
-    """Every example's gradient of its own mean loss: a dict with the keys of ``params``, each
-    array with a leading batch axis, from one forward and one backward pass of the GPT.
+    """Every example's gradient of its own mean loss (over its targets that are not -100): a dict
+    with the keys of ``params``, each array with a leading batch axis, from one forward and one
+    backward pass of the GPT. An example with no target gets a zero gradient.
 
-    Each row of ``targets`` must have the same number of positions that are not -100 (so that
-    the batch loss is the mean of the examples' losses); pad with whole ignored rows otherwise.
+    The batch's cross-entropy gradient is divided by the number of targets in the whole batch;
+    row i is rescaled to divide by its own count instead, so each example weighs the same
+    whatever its length (a short story is one example, as a long one is).
     """
     from llm_from_scratch.models.gpt import gpt_backward, gpt_logits
 
     B = idx.shape[0]
-    counts = (targets != -100).sum(axis=1)
-    if not np.all(counts == counts[0]) or counts[0] == 0:
-        raise ValueError(f"every example needs the same, positive number of targets (not -100); got {counts.tolist()}")
+    counts = (targets != -100).sum(axis=1)  # (B,)
     K = per_example_ops(B)
     logits, cache = gpt_logits(params, config, idx, K)
     _, ce = K.cross_entropy_forward(logits, targets)
+    dlogits = K.cross_entropy_backward(1.0, ce)  # (B, T, V), each row divided by counts.sum()
+    dlogits *= (counts.sum() / np.maximum(counts, 1)).astype(dlogits.dtype)[:, None, None]  # by its own count
     dtype = next(iter(params.values())).dtype
-    # the batch loss is the mean over B examples of each one's mean: B times its gradient is each example's
-    return gpt_backward(cache._replace(dtype=dtype, ce=ce), dloss=float(B))
+    return gpt_backward(cache._replace(dtype=dtype, ce=ce), dlogits=dlogits)
 
 
 def clip_per_example(grads: dict[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
