@@ -240,6 +240,28 @@ on a Dask cluster:
 """
 
 
+def _cmd_privacy(args) -> int:
+    import json
+    import time
+
+    from llm_from_scratch.fileio import atomic_write
+    from llm_from_scratch.privacy import experiments
+
+    names = list(experiments.EXPERIMENTS) if args.experiments == "all" else args.experiments.split(",")
+    for name in names:
+        if name not in experiments.EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; expected 'all' or some of "
+                             f"{','.join(experiments.EXPERIMENTS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        start = time.perf_counter()
+        records = experiments.run(name)
+        atomic_write(out / f"{name}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        print(f"{name}: {len(records)} records in {time.perf_counter() - start:.0f} s -> {out / (name + '.jsonl')}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error said in one line (and the exit status 2 argparse uses)."""
 
@@ -287,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
     ge.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     ge.set_defaults(func=_cmd_generate)
+
+    pr = sub.add_parser("privacy", help="the data-and-privacy measurements (canaries, membership inference, "
+                        "duplication, DP-SGD), one JSON-lines file each")
+    pr.add_argument("--out", required=True, help="folder for canaries.jsonl, membership.jsonl, ...")
+    pr.add_argument("--experiments", default="all", help="all, or a comma-separated list of: canaries, "
+                    "membership, duplication, dpsgd")
+    pr.set_defaults(func=_cmd_privacy)
 
     em = sub.add_parser("embed", help="sentence embeddings of a text file, one per non-empty line")
     em.add_argument("--input", required=True, help="a UTF-8 text file, one sentence per line")
