@@ -1,4 +1,4 @@
-"""BART: an encoder-decoder transformer, every forward and backward line written out.
+"""The BART model: parameters, layers, and the forward and backward passes.
 
 The encoder reads the source ``input_ids`` (B, S) with its padding mask; the decoder reads the
 target so far, ``decoder_input_ids`` (B, T), and attends to the encoder's output at every
@@ -40,11 +40,9 @@ same call with ``memory=``, whose backward returns the gradient of the memory (`
 encoder's output feeds every decoder layer, so its gradient is the sum of the decoder layers'
 ``dmemory``.
 
-Decoding (``encode``, ``start_decoding``, ``decode_step``, used by ``llm_from_scratch.seq2seq``)
-keeps a key/value cache for each decoder self-attention (``mha_forward(kv_cache=..., start=...)``)
-and projects the encoder's output to cross-attention keys and values once per source, not once
-per generated token; ``mha_forward`` always projects its ``memory``, so the cached step runs
-the attention core (``attention.attention_forward``) on the precomputed keys and values itself.
+Decoding one token at a time (``models.bart.decoding``) runs the same decoder layers with a
+key/value cache (``kv_cache``, ``start``) and precomputed cross-attention keys and values
+(``memory_kv``).
 
 Left out: layerdrop (``encoder_layerdrop``/``decoder_layerdrop`` must be 0 to train), the
 classification and question-answering heads, ``inputs_embeds``, head masks, mixed precision.
@@ -63,161 +61,33 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
 
-from llm_from_scratch import safetensors
-from llm_from_scratch.attention import (_linear_forward, attention_forward, merge_heads, mha_backward, mha_forward,
-                                        split_heads)
+from llm_from_scratch.attention import attention_forward, merge_heads, mha_backward, mha_forward, split_heads
 from llm_from_scratch.kernels.backend import KERNELS, get_ops
 from llm_from_scratch.models import common
+from llm_from_scratch.models.bart.config import BartConfig
 from llm_from_scratch.models.bert.encoder import dense_backward, dense_forward
-from llm_from_scratch.models.common import (cast_params, check_checkpoint, load_tensors, maybe_dropout_backward,
-                                            maybe_dropout_forward, read_checkpoint_config, read_config, write_json)
+from llm_from_scratch.models.common import maybe_dropout_backward, maybe_dropout_forward
 from llm_from_scratch.ops import GELU_APPROXIMATE
 
-# Dimension letters, the same in every shape comment of this file:
+# Dimension letters, the same in every shape comment of this package:
 #   B  batch size              S  source length (encoder)     T  target length (decoder)
 #   C  channels, d_model       V  vocabulary size             F  feed-forward width (ffn_dim)
 #   NH heads                   HS head size, C // NH          L  layers (encoder or decoder)
 #   P  max_position_embeddings, so the position tables have P + 2 rows
 
-__all__ = ["BartConfig", "KERNELS", "POSITION_OFFSET", "LAYER_NORM_EPS", "param_shapes", "num_params",
-           "init_params", "check_params", "shift_tokens_right", "EncoderLayerCache", "encoder_layer_forward",
+__all__ = ["KERNELS", "POSITION_OFFSET", "LAYER_NORM_EPS", "param_shapes", "num_params", "init_params",
+           "check_params", "shift_tokens_right", "EncoderLayerCache", "encoder_layer_forward",
            "encoder_layer_backward", "DecoderLayerCache", "decoder_layer_forward", "decoder_layer_backward",
-           "BartCache", "bart_forward", "bart_backward", "encode", "DecoderState", "start_decoding",
-           "decode_step", "reorder_state", "decoder_logits", "save_pretrained", "from_pretrained"]
+           "BartCache", "bart_forward", "bart_backward", "decoder_logits"]
 
 POSITION_OFFSET = 2  # position t reads row t + 2 of a position table (fairseq's reserved rows)
 LAYER_NORM_EPS = 1e-5  # every LayerNorm of BART: PyTorch's nn.LayerNorm default
-
-
-# ----------------------------------------------------------------------------------------
-# configuration
-
-
-@dataclass(frozen=True)
-class BartConfig:
-    """The shape and hyperparameters of a BART model, with Hugging Face ``BartConfig``'s field
-    names, so ``config.json`` files go both ways. The defaults are bart-large's (406M), dropout
-    included (it only acts when a forward pass is given ``train=True``).
-
-    >>> cfg = BartConfig(vocab_size=13, max_position_embeddings=10, d_model=8, encoder_layers=2,
-    ...                  encoder_attention_heads=2, decoder_layers=1, decoder_attention_heads=4)
-    >>> cfg.d_model // cfg.decoder_attention_heads
-    2
-    >>> BartConfig(d_model=10, encoder_attention_heads=2, decoder_attention_heads=4)
-    Traceback (most recent call last):
-    ...
-    ValueError: BartConfig: d_model = 10 must be divisible by decoder_attention_heads = 4 (each head gets d_model // heads channels)
-    """
-
-    vocab_size: int = 50265  # V: token ids read by both stacks and predicted by the head
-    max_position_embeddings: int = 1024  # P: the longest source and the longest target
-    d_model: int = 1024  # C: the width of every token's vector, encoder and decoder alike
-    encoder_layers: int = 12  # L_enc: encoder layers
-    encoder_attention_heads: int = 16  # NH of the encoder's self-attention
-    encoder_ffn_dim: int = 4096  # F of the encoder's feed-forward networks
-    decoder_layers: int = 12  # L_dec: decoder layers
-    decoder_attention_heads: int = 16  # NH of the decoder's self- and cross-attention
-    decoder_ffn_dim: int = 4096  # F of the decoder's feed-forward networks
-    activation_function: str = "gelu"  # the feed-forward GELU: "gelu" (exact erf) or a tanh form
-    dropout: float = 0.1  # dropout on the embeddings and on every residual branch
-    attention_dropout: float = 0.0  # dropout on attention weights
-    activation_dropout: float = 0.0  # dropout after the feed-forward activation
-    init_std: float = 0.02  # std of the normal initialisation of weights and embeddings
-    encoder_layerdrop: float = 0.0  # layerdrop: not implemented, must be 0 to train
-    decoder_layerdrop: float = 0.0  # layerdrop: not implemented, must be 0 to train
-    scale_embedding: bool = False  # multiply the token embeddings by sqrt(d_model)
-    pad_token_id: int = 1  # <pad>: its row of shared gets no gradient from the lookups
-    bos_token_id: int = 0  # <s>
-    eos_token_id: int = 2  # </s>: ends a generated sequence
-    decoder_start_token_id: int = 2  # the first decoder input (BART starts with </s>)
-    forced_eos_token_id: int | None = 2  # generation: forced as the last token at max_length
-
-    def __post_init__(self):
-        for name in ("vocab_size", "max_position_embeddings", "d_model", "encoder_layers", "encoder_attention_heads",
-                     "encoder_ffn_dim", "decoder_layers", "decoder_attention_heads", "decoder_ffn_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"BartConfig: {name} must be a positive integer, got {value!r}")
-        for name in ("encoder_attention_heads", "decoder_attention_heads"):
-            if self.d_model % getattr(self, name):
-                raise ValueError(f"BartConfig: d_model = {self.d_model} must be divisible by {name} = "
-                                 f"{getattr(self, name)} (each head gets d_model // heads channels)")
-        if self.activation_function not in GELU_APPROXIMATE:
-            raise ValueError(f"BartConfig: activation_function {self.activation_function!r} is not supported; "
-                             f"expected one of {sorted(GELU_APPROXIMATE)}")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop"):
-            p = getattr(self, name)
-            if isinstance(p, bool) or not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
-                raise ValueError(f"BartConfig: {name} is a probability in [0, 1), got {p!r}")
-        if not (isinstance(self.init_std, (int, float)) and self.init_std >= 0):
-            raise ValueError(f"BartConfig: init_std must be a non-negative number, got {self.init_std!r}")
-        if not isinstance(self.scale_embedding, bool):
-            raise ValueError(f"BartConfig: scale_embedding must be True or False, got {self.scale_embedding!r}")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "forced_eos_token_id"):
-            value = getattr(self, name)
-            if name == "forced_eos_token_id" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < self.vocab_size:
-                raise ValueError(f"BartConfig: {name} must be a token id in [0, vocab_size = {self.vocab_size}), "
-                                 f"got {value!r}")
-
-    def to_dict(self) -> dict:
-        """The fields as a Hugging Face ``config.json`` dict (``model_type`` "bart"), stating the
-        options this model implements (tied embeddings, an encoder-decoder).
-
-        >>> d = BartConfig().to_dict()
-        >>> d["model_type"], d["architectures"], d["is_encoder_decoder"], d["d_model"]
-        ('bart', ['BartForConditionalGeneration'], True, 1024)
-        """
-        d = dataclasses.asdict(self)
-        d.update({"model_type": "bart", "architectures": ["BartForConditionalGeneration"],
-                  "is_encoder_decoder": True, "tie_word_embeddings": True})
-        return dict(sorted(d.items()))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BartConfig":
-        """Read a Hugging Face BART ``config.json`` dict, refusing options this model does not
-        implement. Keys that do not change the computation (``use_cache``, ``id2label``,
-        ``classifier_dropout``, task parameters...) are ignored.
-
-        >>> BartConfig.from_dict({"model_type": "bart", "d_model": 8, "encoder_attention_heads": 2,
-        ...                       "decoder_attention_heads": 2, "use_cache": True}).d_model
-        8
-        >>> BartConfig.from_dict({"model_type": "t5"})
-        Traceback (most recent call last):
-        ...
-        ValueError: config has model_type 't5', expected 'bart' (a BART checkpoint)
-        """
-        if not isinstance(d, dict):
-            raise ValueError(f"config must be a JSON object, got {type(d).__name__}")
-        if d.get("model_type", "bart") != "bart":
-            raise ValueError(f"config has model_type {d['model_type']!r}, expected 'bart' (a BART checkpoint)")
-        if d.get("tie_word_embeddings", True) is not True:
-            raise ValueError("config sets tie_word_embeddings = False, which this BART does not implement; the "
-                             "encoder, the decoder and the head share model.shared.weight")
-        for key in ("eos_token_id", "forced_eos_token_id"):
-            if isinstance(d.get(key), list):
-                raise ValueError(f"config sets {key} = {d[key]!r}; this BART takes a single token id")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in fields})
-
-    def to_json(self, path) -> None:
-        """Write ``to_dict()`` to ``path`` (a Hugging Face ``config.json``), atomically."""
-        write_json(Path(path), self.to_dict())
-
-    @classmethod
-    def from_json(cls, path) -> "BartConfig":
-        """Read a Hugging Face BART ``config.json`` (see ``from_dict``)."""
-        return read_config(path, cls.from_dict)
 
 
 # ----------------------------------------------------------------------------------------
@@ -738,142 +608,3 @@ def bart_backward(cache: BartCache, dloss: float = 1.0, dlogits: np.ndarray | No
     dshared += _embed_backward(K, de, c.enc_embed, config, grads, c.dtype)  # (V, C)
     grads["model.shared.weight"] = dshared
     return {name: grads[name] for name in param_shapes(config)}
-
-
-# ----------------------------------------------------------------------------------------
-# decoding: the encoder once, then one step at a time with caches
-
-
-def encode(params: dict[str, np.ndarray], config: BartConfig, input_ids: np.ndarray,
-           attention_mask: np.ndarray | None = None, kernels: str = "numpy") -> np.ndarray:
-    """The encoder's output (B, S, C) for the source ``input_ids`` (B, S) (inference)."""
-    check_params(params, config)
-    _check_ids(config, input_ids, "input_ids")
-    memory_mask = _key_mask(attention_mask, input_ids.shape, "attention_mask")
-    return _encoder(get_ops(kernels), params, config, input_ids, memory_mask, False, None)[0]
-
-
-class DecoderState(NamedTuple):
-    """Everything a decoding step needs besides the new tokens."""
-    memory_kvs: list  # per decoder layer, (2, B, NH, S, HS): cross-attention keys and values of the memory
-    memory_mask: np.ndarray | None  # (B, S) True for real source tokens, or None
-    kv_caches: np.ndarray  # (L_dec, 2, B, NH, P', HS): the self-attention keys and values so far
-    length: int  # decoder tokens seen so far (positions 0 .. length - 1 are cached)
-
-
-def start_decoding(params: dict[str, np.ndarray], config: BartConfig, memory: np.ndarray,
-                   attention_mask: np.ndarray | None = None, max_length: int | None = None,
-                   kernels: str = "numpy") -> DecoderState:
-    """A ``DecoderState`` for decoding over the encoder's output ``memory`` (B, S, C): each decoder
-    layer's cross-attention keys and values projected once, and an empty self-attention cache
-    with room for ``max_length`` tokens (default: ``max_position_embeddings``)."""
-    K, NH = get_ops(kernels), config.decoder_attention_heads
-    B, S, C = memory.shape
-    P = config.max_position_embeddings if max_length is None else int(max_length)
-    if not 1 <= P <= config.max_position_embeddings:
-        raise ValueError(f"max_length = {P} must be in [1, max_position_embeddings = {config.max_position_embeddings}]")
-    memory_kvs = []
-    for i in range(config.decoder_layers):
-        pre = f"model.decoder.layers.{i}.encoder_attn."
-        w = np.concatenate([params[pre + "k_proj.weight"], params[pre + "v_proj.weight"]])  # (2C, C)
-        b = np.concatenate([params[pre + "k_proj.bias"], params[pre + "v_proj.bias"]])  # (2C,)
-        kv, _ = _linear_forward(K, memory, w.T, b)  # (B, S, C) -> (B, S, 2C)
-        k, v = np.split(kv, 2, axis=2)  # 2 x (B, S, C)
-        memory_kvs.append(np.stack([split_heads(k, NH), split_heads(v, NH)]))  # (2, B, NH, S, HS)
-    kv_caches = np.zeros((config.decoder_layers, 2, B, NH, P, C // NH), dtype=memory.dtype)  # (L, 2, B, NH, P', HS)
-    mask = _key_mask(attention_mask, (B, S), "attention_mask")
-    return DecoderState(memory_kvs, mask, kv_caches, 0)
-
-
-def decode_step(params: dict[str, np.ndarray], config: BartConfig, state: DecoderState, decoder_input_ids: np.ndarray,
-                kernels: str = "numpy") -> tuple[np.ndarray, DecoderState]:
-    """Logits (B, T, V) of the T new decoder tokens ``decoder_input_ids`` (B, T), which sit at
-    positions ``state.length ..``; returns them and the state advanced by T (the key/value
-    cache is written in place). Equal to ``bart_forward`` on the whole prefix (see the tests).
-
-    >>> cfg = BartConfig(vocab_size=13, max_position_embeddings=10, d_model=8, encoder_layers=1,
-    ...                  encoder_attention_heads=2, decoder_layers=2, decoder_attention_heads=2)
-    >>> params = init_params(cfg, dtype=np.float64)
-    >>> src, tgt = np.array([[0, 5, 6, 2]]), np.array([[2, 7, 8]])
-    >>> state = start_decoding(params, cfg, encode(params, cfg, src))
-    >>> steps = []
-    >>> for t in range(3):
-    ...     logits, state = decode_step(params, cfg, state, tgt[:, t:t + 1])
-    ...     steps.append(logits)
-    >>> bool(np.allclose(np.concatenate(steps, axis=1), bart_forward(params, cfg, src, tgt)[0]))
-    True
-    """
-    _check_ids(config, decoder_input_ids, "decoder_input_ids")
-    T, room = decoder_input_ids.shape[1], state.kv_caches.shape[4]
-    if state.length + T > room:
-        raise ValueError(f"the cache holds {room} positions; {state.length} are used and {T} more do not fit "
-                         f"(start_decoding(..., max_length=...) sets the room)")
-    K = get_ops(kernels)
-    logits, _, _, _ = decoder_logits(params, config, decoder_input_ids, None, state.memory_mask, None, K,
-                                     kv_caches=state.kv_caches, start=state.length,
-                                     memory_kvs=state.memory_kvs)  # (B, T, V)
-    return logits, state._replace(length=state.length + T)
-
-
-def reorder_state(state: DecoderState, index: np.ndarray) -> DecoderState:
-    """The state of the batch rows ``index`` (N,), in that order (beam search keeps the caches of
-    the beams it continues; a row may be taken twice)."""
-    mask = None if state.memory_mask is None else state.memory_mask[index]  # (N, S)
-    return DecoderState([kv[:, index] for kv in state.memory_kvs], mask, state.kv_caches[:, :, index], state.length)
-
-
-# ----------------------------------------------------------------------------------------
-# Hugging Face checkpoints: config.json + model.safetensors
-
-_TIED = ("model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight", "lm_head.weight")
-_SKIPPED = ("model.encoder.version", "model.decoder.version")  # fairseq buffers some old files hold
-
-
-def save_pretrained(params: dict[str, np.ndarray], config: BartConfig, directory) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory`` as
-    ``BartForConditionalGeneration.save_pretrained`` does (without the tied copies of
-    ``model.shared.weight``, which Hugging Face rebuilds), so that
-    ``BartForConditionalGeneration.from_pretrained(directory)`` loads the model. Both files go
-    through a temporary file and a rename."""
-    dtype = check_params(params, config)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    safetensors.save({name: params[name] for name in param_shapes(config)}, directory / "model.safetensors",
-                     metadata={"format": "pt"})
-    write_json(directory / "config.json", {**config.to_dict(), "dtype": str(dtype)})
-
-
-def from_pretrained(directory, dtype=None, config: BartConfig | None = None
-                    ) -> tuple[dict[str, np.ndarray], BartConfig]:
-    """Load a Hugging Face BART checkpoint directory (``config.json`` + ``model.safetensors``)
-    into ``(params, config)``.
-
-    The tied copies (``model.encoder.embed_tokens.weight``, ``model.decoder.embed_tokens.weight``,
-    ``lm_head.weight``), when a file holds them, must equal ``model.shared.weight`` and are
-    dropped; fairseq's ``version`` buffers are skipped; a file without ``final_logits_bias``
-    gets zeros (Hugging Face does the same). ``dtype`` None keeps float32/float64 as stored
-    (float16/bfloat16 become float32); otherwise every tensor is cast. ``config``, if given, must
-    equal the checkpoint's. Raises naming missing tensors, unexpected ones, and wrong shapes.
-    """
-    directory = Path(directory)
-    config = read_checkpoint_config(directory, BartConfig, config)
-    tensors, tied = {}, {}
-    for name, value in load_tensors(directory).items():
-        if name in _SKIPPED:
-            continue
-        (tied if name in _TIED else tensors)[name] = value
-    if "final_logits_bias" not in tensors and "model.shared.weight" in tensors:
-        tensors["final_logits_bias"] = np.zeros((1, config.vocab_size), dtype=tensors["model.shared.weight"].dtype)
-    if "model.shared.weight" not in tensors and tied:  # files that kept only a copy
-        tensors["model.shared.weight"] = tied[next(iter(tied))]
-    shapes = param_shapes(config)
-    check_checkpoint(directory, tensors, shapes, "a BART with this config.json",
-                     f"encoder_layers = {config.encoder_layers} / decoder_layers = {config.decoder_layers}")
-    shared = tensors["model.shared.weight"]
-    for name, value in tied.items():
-        if value.shape != shared.shape or not np.array_equal(value, shared):
-            raise ValueError(f"{directory}: {name} differs from model.shared.weight; this model ties the encoder's "
-                             "and decoder's embeddings and the output head (untied weights are not implemented)")
-    params = cast_params(tensors, shapes, dtype)
-    check_params(params, config)
-    return params, config
