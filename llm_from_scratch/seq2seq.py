@@ -35,7 +35,9 @@ two give the same tokens (see the tests). With ``num_beams=1`` and ``early_stopp
 token, and ``forced_bos_token_id`` the first generated one, as Hugging Face's
 ``ForcedEOSTokenLogitsProcessor``/``ForcedBOSTokenLogitsProcessor`` do. Sources of different
 lengths are padded and their ``attention_mask`` hides the padding from the cross-attention.
-Scores stay in the model's dtype (Hugging Face casts them to float32).
+Scores stay in the model's dtype (Hugging Face casts them to float32), and outputs are always
+padded with ``pad_token_id`` (Hugging Face's beam search pads with the end token when the pad
+id is 0).
 
 Left out: sampling (``llm_from_scratch.generate`` has the filters for GPT), ``min_length``,
 repetition penalties and ``no_repeat_ngram_size``, diverse and constrained beam search.

@@ -489,8 +489,11 @@ def _encoder(K, p, config, input_ids, key_mask, train, rng):
     return e, enc_embed, layers
 
 
-def decoder_logits(params, config, decoder_input_ids, memory, memory_mask=None, decoder_mask=None, ops=None,
-                   train=False, rng=None, kv_caches=None, start=0, memory_kvs=None):
+def decoder_logits(params: dict[str, np.ndarray], config: BartConfig, decoder_input_ids: np.ndarray,
+                   memory: np.ndarray | None, memory_mask: np.ndarray | None = None,
+                   decoder_mask: np.ndarray | None = None, ops: SimpleNamespace | None = None, train: bool = False,
+                   rng: np.random.Generator | None = None, kv_caches: np.ndarray | None = None, start: int = 0,
+                   memory_kvs: list | None = None):
     """The decoder and the head, without input checks: logits (B, T, V) of ``decoder_input_ids``
     (B, T) at positions ``start ..`` over the encoder's output ``memory`` (B, S, C). Returns
     ``(logits, dec_embed, layers, head)``; ``kv_caches``/``memory_kvs`` (one per decoder layer)
