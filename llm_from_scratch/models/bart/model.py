@@ -40,6 +40,12 @@ same call with ``memory=``, whose backward returns the gradient of the memory (`
 encoder's output feeds every decoder layer, so its gradient is the sum of the decoder layers'
 ``dmemory``.
 
+``train=True`` applies the config's dropout, as Hugging Face trains: ``dropout`` on the
+embeddings and on every residual branch, ``attention_dropout`` on the attention weights,
+``activation_dropout`` after the GELU, with masks drawn from ``rng`` (the same seed, the same
+masks). ``kernels="numba"`` swaps the numpy ops for their numba twins (chosen once by
+``kernels.backend.get_ops``); results agree with the numpy path to float rounding.
+
 Decoding one token at a time (``models.bart.decoding``) runs the same decoder layers with a
 key/value cache (``kv_cache``, ``start``) and precomputed cross-attention keys and values
 (``memory_kv``).
