@@ -50,6 +50,25 @@ class SafetensorsError(ValueError):
     """A safetensors file (or a dict to be saved) is malformed; the message says how."""
 
 
+_MAX_NDIM = 64  # numpy's limit
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    # json.loads keeps the last of two equal keys silently; a header must not have any
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
 def read_header(path) -> tuple[dict, dict, int]:
     """Validate a file's header and return ``(tensors, metadata, data_start)``.
 
@@ -71,12 +90,17 @@ def read_header(path) -> tuple[dict, dict, int]:
             raise SafetensorsError(f"{path}: header length {n} runs past the end of the {size}-byte file")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise SafetensorsError(f"{path}: the header names {exc.args[0]!r} twice; each key must appear once") from None
+    except RecursionError:
+        raise SafetensorsError(f"{path}: the header's JSON is nested too deeply to be a safetensors header") from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, an integer of more than 4300 digits
         raise SafetensorsError(f"{path}: the header is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
-    metadata = header.pop("__metadata__", {}) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in metadata.items()):
         raise SafetensorsError(f"{path}: __metadata__ must map strings to strings")
@@ -94,6 +118,9 @@ def read_header(path) -> tuple[dict, dict, int]:
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
             raise SafetensorsError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+        if len(shape) > _MAX_NDIM or math.prod(d for d in shape if d) * _DTYPES[dtype].itemsize >= 2 ** 63:
+            raise SafetensorsError(f"{where}: shape {shape!r} of {dtype} is too large for an array "
+                                   f"(at most {_MAX_NDIM} dimensions and 2**63 bytes, zero dimensions aside)")
         offsets = info["data_offsets"]
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
@@ -137,12 +164,19 @@ def load(path, names=None) -> dict[str, np.ndarray]:
     out = {}
     with open(path, "rb") as f:
         for name, (dtype, shape, begin, end) in wanted.items():
+            # read straight into the array: one copy of the data in memory, never a second
+            arr = np.empty(shape, dtype=_DTYPES[dtype])
             f.seek(begin)
-            buf = f.read(end - begin)
-            arr = np.frombuffer(buf, dtype=_DTYPES[dtype]).reshape(shape)
-            if dtype == "BF16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            out[name] = arr.astype(arr.dtype.newbyteorder("="), copy=True)
+            if f.readinto(arr.reshape(-1).view(np.uint8)) != end - begin:
+                raise SafetensorsError(f"{path}: tensor {name!r} ends past the end of the file "
+                                       f"(did the file change while it was read?)")
+            if dtype == "BF16":  # the 16 high bits of a float32
+                wide = np.empty(shape, dtype=np.float32)
+                np.left_shift(arr, 16, out=wide.view(np.uint32), dtype=np.uint32)
+                arr = wide
+            elif not arr.dtype.isnative:
+                arr = arr.byteswap().view(arr.dtype.newbyteorder("="))
+            out[name] = arr
     return out
 
 
