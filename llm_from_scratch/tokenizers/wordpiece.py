@@ -4,7 +4,7 @@ Tokenizing runs in two stages, as in BERT's ``tokenization.py`` and, to the char
 Hugging Face's slow ``BertTokenizer`` (which adds one NFC step):
 
 1. *Basic tokenization* (:func:`basic_tokenize`) cuts text into words. It drops NUL, U+FFFD
-   and control characters and turns every whitespace character into a space; puts spaces
+   and control, format and private-use characters (categories Cc, Cf, Co) and turns every whitespace character into a space; puts spaces
    around CJK ideographs (so each becomes a word of its own); NFC-normalises (as Hugging Face's
    ``BasicTokenizer`` does); lower-cases and strips accents (NFD, then drop the combining marks,
    category Mn) when ``do_lower_case``; and splits off every punctuation character as a word of
@@ -25,8 +25,15 @@ others), then repeatedly merge the adjacent pair with the highest score
 pair ``(a, b)``. (The ``tokenizers`` library's ``WordPieceTrainer`` uses plain BPE frequency
 instead; Google never released its trainer.)
 
-Differences from Hugging Face: none known from its slow ``BertTokenizer``. Its fast (Rust) one
-does not NFC-normalise, which shows only without lower-casing (``"e\\u0301"`` vs ``"é"``), takes
+Lower-casing goes one character at a time, as in Hugging Face's fast (Rust) tokenizer, so a
+word-final capital sigma becomes "σ"; Python's ``str.lower``, which its slow ``BertTokenizer``
+uses, gives the final form "ς" there (``"ΣΑΣ"``: ids of σ, ##α, ##σ here and in the fast one).
+
+Differences from Hugging Face: from its slow ``BertTokenizer``, that final sigma, and private-use
+characters, which it keeps (as [UNK]) and its fast one drops, as we do. Its fast one
+treats U+2B820..U+2B91F (the start of CJK Extension E) as ordinary letters where BERT's list, and
+ours, has a CJK range starting at U+2B820 (the Rust source starts it at U+2B920); it does not
+NFC-normalise, which shows only without lower-casing (``"e\\u0301"`` vs ``"é"``), takes
 an empty second text for no second text, and truncates odd overflows the other way round.
 
 Left out: the batch API, offsets, ``stride``, returning overflowing tokens, and a test of the
@@ -68,7 +75,10 @@ def _is_whitespace(ch: str) -> bool:
 
 
 def _is_control(ch: str) -> bool:
-    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
+    # control (Cc), format (Cf) and private-use (Co) characters, as Hugging Face's fast
+    # tokenizer drops them (BERT's tokenization.py drops only Cc and Cf); unassigned code points
+    # (Cn) stay and become [UNK] like any unknown character
+    return ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cf", "Co")
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -130,7 +140,9 @@ def basic_tokenize(text: str, do_lower_case: bool = True, strip_accents: bool | 
     words = []
     for word in text.split():
         if do_lower_case:
-            word = word.lower()
+            # one character at a time, as the fast (Rust) tokenizer does: str.lower() would turn
+            # a word-final capital sigma into the final form "ς", the Rust lower-casing gives "σ"
+            word = "".join(ch.lower() for ch in word)
         if strip_accents or (strip_accents is None and do_lower_case):
             word = _strip_accents(word)
         words.extend(_split_on_punctuation(word))
