@@ -94,14 +94,16 @@ def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_00
     tc = train_config or TrainConfig()
     out = Path(out_dir) if out_dir is not None else None
     train_text, val_text = load_corpus(data, n_chars, seed)
-    if resume and out is not None and (out / "tokenizer.json").exists():
-        tok = load_tokenizer(out / "tokenizer.json")
+    ckpt = latest_checkpoint(out) if resume and out is not None else None
+    loaded = ckpt is not None and (ckpt / "tokenizer.json").exists()
+    if loaded:  # the checkpoint's own copy: complete, whatever a kill did to out/tokenizer.json
+        tok = load_tokenizer(ckpt / "tokenizer.json")
     else:
         tok = build_tokenizer(tokenizer, train_text, vocab_size)
     train_tokens, val_tokens = _encode(tok, train_text), _encode(tok, val_text)
     V = tok.vocab_size
     config = GPTConfig(vocab_size=V, n_positions=tc.block_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
-    if out is not None:
+    if out is not None and not loaded:  # a resumed run leaves them as they are
         out.mkdir(parents=True, exist_ok=True)
         tok.save(out / "tokenizer.json")
         (out / "run.json").write_text(json.dumps({"data": data, "n_chars": n_chars, "tokenizer": tokenizer,

@@ -148,6 +148,8 @@ def _save_checkpoint(out_dir: Path, step: int, params, opt: AdamW, rng: np.rando
     _write_text_atomic(out_dir / "latest", name + "\n")
     for old in sorted(out_dir.glob("step_*"))[:-keep]:
         shutil.rmtree(old)
+    for stale in out_dir.glob(".step_*.tmp"):  # half-written by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
@@ -155,6 +157,15 @@ def _before(row: dict, step: int) -> bool:
     """Whether a metrics line was written before the checkpoint at ``step`` (training lines count
     steps from 0, validation lines the number of steps done)."""
     return row["step"] <= step if "val_loss" in row else row["step"] < step
+
+
+def _json_line(line: str) -> dict | None:
+    """A metrics line, or None for the last line of a run killed mid-write (the file is buffered,
+    so a kill can leave half a line)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def _jsonable(x):
@@ -188,14 +199,19 @@ def read_metrics(path) -> dict[str, list]:
     """Read ``metrics.jsonl`` into lists: step, loss, lr, tokens_per_s, val_step, val_loss."""
     out = {"step": [], "loss": [], "lr": [], "tokens_per_s": [], "val_step": [], "val_loss": []}
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if "val_loss" in row:
-                out["val_step"].append(row["step"])
-                out["val_loss"].append(row["val_loss"])
-            else:
-                for k in ("step", "loss", "lr", "tokens_per_s"):
-                    out[k].append(row[k])
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        row = _json_line(line)
+        if row is None and i == len(lines) - 1:
+            break  # half a line: the run was killed while writing it
+        if row is None:
+            raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}")
+        if "val_loss" in row:
+            out["val_step"].append(row["step"])
+            out["val_loss"].append(row["val_loss"])
+        else:
+            for k in ("step", "loss", "lr", "tokens_per_s"):
+                out[k].append(row[k])
     return out
 
 
@@ -277,7 +293,7 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
             metrics_path.unlink()
         if resume and metrics_path.exists():  # drop lines written after the checkpoint we resume from
             kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
-                    if line and _before(json.loads(line), start_step)]
+                    if line and (row := _json_line(line)) is not None and _before(row, start_step)]
             _write_text_atomic(metrics_path, "".join(l + "\n" for l in kept))
         metrics = open(metrics_path, "a", encoding="utf-8")
     else:
