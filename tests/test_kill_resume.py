@@ -5,8 +5,9 @@ The kills land anywhere: in start-up, in a training step, while a checkpoint fol
 written or renamed, while ``latest`` is switched, while old checkpoints are deleted (a tiny
 model with a checkpoint every 2 steps spends much of its time there). After each kill the run is
 restarted with ``--resume`` when a checkpoint exists, and from scratch when none does (as a user
-would). ``python -m tests.test_kill_resume 12`` prints the tables for 12 kills, with a checkpoint
-every 2 steps and every 100 (then a kill can tear the buffered metrics file mid-line).
+would). ``python -m tests.test_kill_resume 12`` prints the tables for 12 kills: 300 steps with a
+checkpoint every 2, and 3000 steps with one every 100 (a kill can then tear the buffered
+metrics file mid-line).
 """
 
 from __future__ import annotations
@@ -96,10 +97,15 @@ def kill_and_resume(tmp_path: Path, steps: int, kills: int, seed: int = 0, every
         target = min(steps, start + 1 + int(rng.integers(0, reach)))
         early = k % 4 == 0
         t0 = time.perf_counter()
-        while proc.poll() is None and not early and _step(_latest(out)) < target - every:
-            time.sleep(0.002)
+        if every <= 10:
+            while proc.poll() is None and not early and _step(_latest(out)) < target - every:
+                time.sleep(0.002)
+            wait = float(rng.uniform(0.2, 2.0) if early else rng.uniform(0.0, 0.15))
+        else:  # checkpoints too rare to aim by: a random moment of what is left of the run
+            target, early = "random time", False
+            wait = float(rng.uniform(0.3, 0.3 + (full_time - 0.3) * (1 - start / steps)))
         try:
-            proc.wait(timeout=float(rng.uniform(0.2, 2.0) if early else rng.uniform(0.0, 0.15)))
+            proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -107,7 +113,10 @@ def kill_and_resume(tmp_path: Path, steps: int, kills: int, seed: int = 0, every
         err = proc.stderr.read()
         proc.stderr.close()
         after = (out / "latest").read_text().strip() if _has_checkpoint(out) else "-"
-        rows.append({"kill": k, "resumed": resumed, "from": before, "aimed at step": "start-up" if early else target,
+        metrics = out / "metrics.jsonl"
+        torn = metrics.exists() and metrics.stat().st_size > 0 and not metrics.read_bytes().endswith(b"\n")
+        rows.append({"torn metrics line": "yes" if torn else "-", "kill": k, "resumed": resumed, "from": before,
+                     "aimed at step": "start-up" if early else target,
                      "killed after": f"{delay:.2f}s", "latest after": after,
                      "exit": proc.returncode, "left half-written": ", ".join(_leftovers(out)) or "-",
                      "error": err.strip().splitlines()[-1] if proc.returncode not in (0, -signal.SIGKILL) and err
@@ -122,7 +131,7 @@ def kill_and_resume(tmp_path: Path, steps: int, kills: int, seed: int = 0, every
 
 def format_report(r: dict) -> str:
     cols = ["kill", "resumed", "from", "aimed at step", "killed after", "latest after", "exit", "left half-written",
-            "error"]
+            "torn metrics line", "error"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in r["rows"]:
         lines.append("| " + " | ".join(str(row[c]) for c in cols) + " |")
@@ -174,8 +183,10 @@ def test_killed_and_resumed_training_is_bit_identical(tmp_path):
 if __name__ == "__main__":
     import tempfile
     kills = int(sys.argv[1]) if len(sys.argv) > 1 else 12
-    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 300
-    for every in (2, 100):   # checkpoint writes all the time / metrics lines buffered for long
+    configs = [(300, 2), (3000, 100)]   # (steps, checkpoint every): checkpoint writes all the time, or
+    if len(sys.argv) > 3:               # metrics lines buffered for long (a kill can tear one)
+        configs = [(int(sys.argv[2]), int(sys.argv[3]))]
+    for steps, every in configs:
         with tempfile.TemporaryDirectory() as d:
             print(f"checkpoint every {every} steps, {steps} steps, {kills} kills")
             print(format_report(kill_and_resume(Path(d), steps, kills, seed=0, every=every)))

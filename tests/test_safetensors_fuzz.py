@@ -29,7 +29,6 @@ import tracemalloc
 from collections import Counter
 
 import numpy as np
-import pytest
 
 from llm_from_scratch.safetensors import SafetensorsError, load, save
 
@@ -76,7 +75,8 @@ def _mutants(base: bytes, rng: np.random.Generator):
         "flipped header bytes": lambda: bytearray_flip(base, 8, 8 + n, rng),
         "flipped any bytes": lambda: bytearray_flip(base, 0, len(base), rng),
         "header length field": lambda: struct.pack("<Q", pick([0, 1, 7, n - 1, n + 1, n + 8, len(base), 2 ** 32,
-                                                               2 ** 63, 2 ** 64 - 1, int(rng.integers(0, 2 ** 62))])) + base[8:],
+                                                               2 ** 63, 2 ** 64 - 1,
+                                                               int(rng.integers(0, 2 ** 62))])) + base[8:],
         "offsets out of range": lambda: edited(lambda h, t: t.__setitem__(
             "data_offsets", [int(rng.integers(-100, 2000)), int(rng.integers(-100, 4000))])),
         "offsets overlapping": lambda: edited(lambda h, t: t.__setitem__(

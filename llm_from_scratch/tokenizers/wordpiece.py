@@ -4,12 +4,12 @@ Tokenizing runs in two stages, as in BERT's ``tokenization.py`` and, to the char
 Hugging Face's slow ``BertTokenizer`` (which adds one NFC step):
 
 1. *Basic tokenization* (:func:`basic_tokenize`) cuts text into words. It drops NUL, U+FFFD
-   and control, format and private-use characters (categories Cc, Cf, Co) and turns every whitespace character into a space; puts spaces
-   around CJK ideographs (so each becomes a word of its own); NFC-normalises (as Hugging Face's
-   ``BasicTokenizer`` does); lower-cases and strips accents (NFD, then drop the combining marks,
-   category Mn) when ``do_lower_case``; and splits off every punctuation character as a word of
-   its own. Punctuation is ASCII 33-47, 58-64, 91-96 and 123-126 (so ``$``, ``^`` and the
-   backtick count) or any Unicode category P*.
+   and control, format and private-use characters (categories Cc, Cf, Co) and turns every
+   whitespace character into a space; puts spaces around CJK ideographs (so each becomes a word
+   of its own); NFC-normalises (as Hugging Face's ``BasicTokenizer`` does); lower-cases and
+   strips accents (NFD, then drop the combining marks, category Mn) when ``do_lower_case``; and
+   splits off every punctuation character as a word of its own. Punctuation is ASCII 33-47,
+   58-64, 91-96 and 123-126 (so ``$``, ``^`` and the backtick count) or any Unicode category P*.
 2. *WordPiece* (:func:`wordpiece_tokenize`) cuts each word, greedily from the left, into the
    longest piece in the vocabulary; pieces after the first carry the prefix ``##``. If some
    position has no matching piece, or the word has more than 100 characters, the whole word
@@ -29,12 +29,14 @@ Lower-casing goes one character at a time, as in Hugging Face's fast (Rust) toke
 word-final capital sigma becomes "σ"; Python's ``str.lower``, which its slow ``BertTokenizer``
 uses, gives the final form "ς" there (``"ΣΑΣ"``: ids of σ, ##α, ##σ here and in the fast one).
 
-Differences from Hugging Face: from its slow ``BertTokenizer``, that final sigma, and private-use
-characters, which it keeps (as [UNK]) and its fast one drops, as we do. Its fast one
-treats U+2B820..U+2B91F (the start of CJK Extension E) as ordinary letters where BERT's list, and
-ours, has a CJK range starting at U+2B820 (the Rust source starts it at U+2B920); it does not
-NFC-normalise, which shows only without lower-casing (``"e\\u0301"`` vs ``"é"``), takes
-an empty second text for no second text, and truncates odd overflows the other way round.
+Differences from Hugging Face. From its slow ``BertTokenizer``: that final sigma, and
+private-use characters (category Co), which it keeps (as [UNK]) and its fast one, like this
+module, drops. From its fast one: it treats U+2B820..U+2B91F as letters (its CJK list starts that
+range at U+2B920, BERT's and ours at U+2B820); its Unicode tables are older than Python's
+(14.0), so a character assigned since (U+061D, U+10F84, ...) is unassigned there and a mark or
+punctuation here; it does not NFC-normalise, which shows only without lower-casing
+(``"e\u0301"`` vs ``"é"``), takes an empty second text for no second text, and truncates odd
+overflows the other way round.
 
 Left out: the batch API, offsets, ``stride``, returning overflowing tokens, and a test of the
 ``tokenize_chinese_chars=False`` option.
