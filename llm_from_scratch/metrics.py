@@ -43,6 +43,7 @@ EMNLP 2016, section 5 (and its ``evaluate-v1.1.py``); Manning, Raghavan & Schüt
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -235,6 +236,7 @@ _13A_RULES = [
 ]
 
 
+@functools.lru_cache(maxsize=2 ** 16)  # a corpus is often scored many times (as sacreBLEU caches)
 def tokenize_13a(line: str) -> str:
     """sacreBLEU's default "13a" tokenizer (mteval-v13a.pl's rules), tokens joined by one space.
 

@@ -160,8 +160,8 @@ def _before(row: dict, step: int) -> bool:
 
 
 def _json_line(line: str) -> dict | None:
-    """A metrics line, or None for the last line of a run killed mid-write (the file is buffered,
-    so a kill can leave half a line)."""
+    """A metrics line, or None for half a line: what a run killed inside a write, or stopped by a
+    full disk, leaves at the end of the file."""
     try:
         return json.loads(line)
     except json.JSONDecodeError:

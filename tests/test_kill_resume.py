@@ -6,8 +6,7 @@ written or renamed, while ``latest`` is switched, while old checkpoints are dele
 model with a checkpoint every 2 steps spends much of its time there). After each kill the run is
 restarted with ``--resume`` when a checkpoint exists, and from scratch when none does (as a user
 would). ``python -m tests.test_kill_resume 12`` prints the tables for 12 kills: 300 steps with a
-checkpoint every 2, and 3000 steps with one every 100 (a kill can then tear the buffered
-metrics file mid-line).
+checkpoint every 2, and 3000 steps with one every 100.
 """
 
 from __future__ import annotations
@@ -142,7 +141,9 @@ def format_report(r: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# the two ways a kill used to leave a run that --resume refused, made on purpose
+# half-written files that --resume used to refuse, made on purpose: half a metrics line (a kill
+# inside a write system call, or a full disk) and a half-written tokenizer.json (a kill between
+# opening it for writing, which empties it, and closing it; every start rewrote it)
 
 def _tiny_run(out: Path, steps: int, stop_after=None):
     from llm_from_scratch.pretrain import pretrain_gpt
