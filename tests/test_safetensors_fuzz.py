@@ -6,7 +6,7 @@ terabyte tensor, non-UTF-8 or invalid JSON, duplicate keys, deep nesting, absurd
 ``load`` is classified as
 
     ok          loaded (the mutation left a valid file, e.g. flipped data bytes)
-    clean       SafetensorsError (a ValueError whose message names the file and the problem)
+    clean       SafetensorsError (a ValueError whose one-line message names the file and the problem)
     crash       any other exception
     hang        over the per-file time limit
     overalloc   peak traced memory above the file's size (BF16: the float32 output) + a constant
@@ -102,6 +102,8 @@ def _mutants(base: bytes, rng: np.random.Generator):
         "not an object": lambda: _pack(None, data, raw=str(rng.choice(["[]", "3", '"x"', "null", "true",
                                                                         "NaN", "{}", "[1,2]"])).encode()),
         "random garbage": lambda: rng.bytes(int(rng.integers(0, 300))),
+        "long fields": lambda: edited(lambda h, t: t.__setitem__(pick(["shape", "data_offsets", "dtype"]), pick([
+            [0] * 5000, list(range(3000)), "F" * 20000, {"k": "v" * 10000}]))),
     }
     while True:
         for kind, make in kinds.items():
@@ -163,6 +165,8 @@ def classify(path, blob: bytes) -> tuple[str, str]:
         outcome, detail = "clean", str(exc)
         if str(path) not in detail:
             outcome, detail = "crash", f"message does not name the file: {detail}"
+        elif "\n" in detail or len(detail) > len(str(path)) + 400:
+            outcome, detail = "crash", f"message is not one short line ({len(detail)} characters): {detail[:200]}"
     except BaseException as exc:  # noqa: BLE001 - every other exception is what we are counting
         outcome, detail = "crash", f"{type(exc).__name__}: {str(exc)[:200]}"
     finally:
