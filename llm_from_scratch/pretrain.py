@@ -103,8 +103,10 @@ def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_00
         raise ValueError(f"{out} is a file: the output of a run is a folder (metrics, checkpoints, tokenizer); "
                          f"choose another path")
     train_text, val_text = corpus if corpus is not None else load_corpus(data, n_chars, seed)
-    if resume and out is not None and (out / "tokenizer.json").exists():
-        tok = load_tokenizer(out / "tokenizer.json")
+    ckpt = latest_checkpoint(out) if resume and out is not None else None
+    loaded = ckpt is not None and (ckpt / "tokenizer.json").exists()
+    if loaded:  # the checkpoint's own copy: complete, whatever a kill did to out/tokenizer.json
+        tok = load_tokenizer(ckpt / "tokenizer.json")
     elif isinstance(tokenizer, str):
         tok = build_tokenizer(tokenizer, train_text, vocab_size)
     else:  # a tokenizer made by the caller (say, characters that the training text may lack)
@@ -112,7 +114,7 @@ def pretrain_gpt(out_dir=None, data: str = "storyworld", n_chars: int = 1_000_00
     train_tokens, val_tokens = _encode(tok, train_text), _encode(tok, val_text)
     V = tok.vocab_size
     config = GPTConfig(vocab_size=V, n_positions=tc.block_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
-    if out is not None:
+    if out is not None and not loaded:  # a resumed run leaves them as they are
         out.mkdir(parents=True, exist_ok=True)
         tok.save(out / "tokenizer.json")
         atomic_write(out / "run.json", json.dumps({"data": data, "n_chars": n_chars, "tokenizer": tokenizer,

@@ -51,6 +51,31 @@ class SafetensorsError(ValueError):
     """A safetensors file (or a dict to be saved) is malformed; the message says how."""
 
 
+_MAX_NDIM = 64  # numpy's limit
+
+
+def _short(x, limit: int = 80) -> str:
+    # a hostile header can hold megabytes in one field; an error message quotes at most a line
+    text = repr(x)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    # json.loads keeps the last of two equal keys silently; a header must not have any
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
 def read_header(path) -> tuple[dict, dict, int]:
     """Validate a file's header and return ``(tensors, metadata, data_start)``.
 
@@ -72,12 +97,17 @@ def read_header(path) -> tuple[dict, dict, int]:
             raise SafetensorsError(f"{path}: header length {n} runs past the end of the {size}-byte file")
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise SafetensorsError(f"{path}: the header names {_short(exc.args[0])} twice; each key must appear once") from None
+    except RecursionError:
+        raise SafetensorsError(f"{path}: the header's JSON is nested too deeply to be a safetensors header") from None
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, an integer of more than 4300 digits
         raise SafetensorsError(f"{path}: the header is not valid UTF-8 JSON ({exc})") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{path}: the header must be a JSON object, got {type(header).__name__}")
-    metadata = header.pop("__metadata__", {}) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                  for k, v in metadata.items()):
         raise SafetensorsError(f"{path}: __metadata__ must map strings to strings")
@@ -85,36 +115,39 @@ def read_header(path) -> tuple[dict, dict, int]:
     data_len = size - data_start
     tensors = {}
     for name, info in header.items():
-        where = f"{path}: tensor {name!r}"
+        where = f"{path}: tensor {_short(name)}"
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
-            raise SafetensorsError(f"{where}: expected exactly the keys dtype, shape, data_offsets, got {info!r}")
+            raise SafetensorsError(f"{where}: expected exactly the keys dtype, shape, data_offsets, got {_short(info)}")
         dtype = info["dtype"]
-        if dtype not in _DTYPES:
-            raise SafetensorsError(f"{where}: unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise SafetensorsError(f"{where}: unknown dtype {_short(dtype)}; expected one of {sorted(_DTYPES)}")
         shape = info["shape"]
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                   for d in shape):
-            raise SafetensorsError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+            raise SafetensorsError(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+        if len(shape) > _MAX_NDIM or math.prod(d for d in shape if d) * _DTYPES[dtype].itemsize >= 2 ** 63:
+            raise SafetensorsError(f"{where}: shape {_short(shape)} of {dtype} is too large for an array "
+                                   f"(at most {_MAX_NDIM} dimensions and 2**63 bytes, zero dimensions aside)")
         offsets = info["data_offsets"]
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
-            raise SafetensorsError(f"{where}: data_offsets must be [begin, end] integers, got {offsets!r}")
+            raise SafetensorsError(f"{where}: data_offsets must be [begin, end] integers, got {_short(offsets)}")
         begin, end = offsets
         if not 0 <= begin <= end <= data_len:
-            raise SafetensorsError(f"{where}: data_offsets {offsets} fall outside the {data_len} data bytes")
+            raise SafetensorsError(f"{where}: data_offsets {_short(offsets)} fall outside the {data_len} data bytes")
         expected = math.prod(shape) * _DTYPES[dtype].itemsize
         if end - begin != expected:
-            raise SafetensorsError(f"{where}: shape {shape} of {dtype} needs {expected} bytes, "
-                                   f"data_offsets {offsets} give {end - begin}")
+            raise SafetensorsError(f"{where}: shape {_short(shape)} of {dtype} needs {expected} bytes, "
+                                   f"data_offsets {_short(offsets)} give {end - begin}")
         tensors[name] = (dtype, tuple(shape), data_start + begin, data_start + end)
     # no overlaps, no gaps: sorted by offset, each tensor starts where the previous one ended
     cursor = data_start
     for name, (_, _, begin, end) in sorted(tensors.items(), key=lambda kv: (kv[1][2], kv[1][3])):
         if begin < cursor:
-            raise SafetensorsError(f"{path}: tensor {name!r} overlaps the tensor before it "
+            raise SafetensorsError(f"{path}: tensor {_short(name)} overlaps the tensor before it "
                                    f"(starts at data byte {begin - data_start}, previous ends at {cursor - data_start})")
         if begin > cursor:
-            raise SafetensorsError(f"{path}: {begin - cursor} data bytes before tensor {name!r} belong to no tensor")
+            raise SafetensorsError(f"{path}: {begin - cursor} data bytes before tensor {_short(name)} belong to no tensor")
         cursor = end
     if cursor != size:
         raise SafetensorsError(f"{path}: {size - cursor} bytes at the end of the file belong to no tensor")
@@ -138,12 +171,19 @@ def load(path, names=None) -> dict[str, np.ndarray]:
     out = {}
     with open(path, "rb") as f:
         for name, (dtype, shape, begin, end) in wanted.items():
+            # read straight into the array: one copy of the data in memory, never a second
+            arr = np.empty(shape, dtype=_DTYPES[dtype])
             f.seek(begin)
-            buf = f.read(end - begin)
-            arr = np.frombuffer(buf, dtype=_DTYPES[dtype]).reshape(shape)
-            if dtype == "BF16":
-                arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            out[name] = arr.astype(arr.dtype.newbyteorder("="), copy=True)
+            if f.readinto(arr.reshape(-1).view(np.uint8)) != end - begin:
+                raise SafetensorsError(f"{path}: tensor {name!r} ends past the end of the file "
+                                       f"(did the file change while it was read?)")
+            if dtype == "BF16":  # the 16 high bits of a float32
+                wide = np.empty(shape, dtype=np.float32)
+                np.left_shift(arr, 16, out=wide.view(np.uint32), dtype=np.uint32)
+                arr = wide
+            elif not arr.dtype.isnative:
+                arr = arr.byteswap().view(arr.dtype.newbyteorder("="))
+            out[name] = arr
     return out
 
 

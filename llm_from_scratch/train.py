@@ -155,6 +155,8 @@ def _save_checkpoint(out_dir: Path, step: int, params, opt: AdamW, rng: np.rando
     atomic_write(out_dir / "latest", name + "\n")
     for old in sorted(out_dir.glob("step_*"))[:-keep]:
         shutil.rmtree(old)
+    for stale in out_dir.glob(".step_*.tmp"):  # half-written by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
@@ -162,6 +164,15 @@ def _before(row: dict, step: int) -> bool:
     """Whether a metrics line was written before the checkpoint at ``step`` (training lines count
     steps from 0, validation lines the number of steps done)."""
     return row["step"] <= step if "val_loss" in row else row["step"] < step
+
+
+def _json_line(line: str) -> dict | None:
+    """A metrics line, or None for half a line: what a run killed inside a write, or stopped by a
+    full disk, leaves at the end of the file."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def _jsonable(x):
@@ -195,14 +206,19 @@ def read_metrics(path) -> dict[str, list]:
     """Read ``metrics.jsonl`` into lists: step, loss, lr, tokens_per_s, val_step, val_loss."""
     out = {"step": [], "loss": [], "lr": [], "tokens_per_s": [], "val_step": [], "val_loss": []}
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if "val_loss" in row:
-                out["val_step"].append(row["step"])
-                out["val_loss"].append(row["val_loss"])
-            else:
-                for k in ("step", "loss", "lr", "tokens_per_s"):
-                    out[k].append(row[k])
+        lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+        row = _json_line(line)
+        if row is None and i == len(lines) - 1:
+            break  # half a line: the run was killed while writing it
+        if row is None:
+            raise ValueError(f"{path}: line {i + 1} is not JSON: {line[:80]!r}")
+        if "val_loss" in row:
+            out["val_step"].append(row["step"])
+            out["val_loss"].append(row["val_loss"])
+        else:
+            for k in ("step", "loss", "lr", "tokens_per_s"):
+                out[k].append(row[k])
     return out
 
 
@@ -283,7 +299,7 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
         kept = []  # a fresh run starts an empty file; a resumed one drops lines written after its checkpoint
         if resume and metrics_path.exists():
             kept = [line for line in metrics_path.read_text(encoding="utf-8").splitlines()
-                    if line and _before(json.loads(line), start_step)]
+                    if line and (row := _json_line(line)) is not None and _before(row, start_step)]
         atomic_write(metrics_path, "".join(line + "\n" for line in kept))
     val_x = val_y = None
     if val_tokens is not None:

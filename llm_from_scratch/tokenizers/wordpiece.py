@@ -4,12 +4,12 @@ Tokenizing runs in two stages, as in BERT's ``tokenization.py`` and, to the char
 Hugging Face's slow ``BertTokenizer`` (which adds one NFC step):
 
 1. *Basic tokenization* (:func:`basic_tokenize`) cuts text into words. It drops NUL, U+FFFD
-   and control characters and turns every whitespace character into a space; puts spaces
-   around CJK ideographs (so each becomes a word of its own); NFC-normalises (as Hugging Face's
-   ``BasicTokenizer`` does); lower-cases and strips accents (NFD, then drop the combining marks,
-   category Mn) when ``do_lower_case``; and splits off every punctuation character as a word of
-   its own. Punctuation is ASCII 33-47, 58-64, 91-96 and 123-126 (so ``$``, ``^`` and the
-   backtick count) or any Unicode category P*.
+   and control, format and private-use characters (categories Cc, Cf, Co) and turns every
+   whitespace character into a space; puts spaces around CJK ideographs (so each becomes a word
+   of its own); NFC-normalises (as Hugging Face's ``BasicTokenizer`` does); lower-cases and
+   strips accents (NFD, then drop the combining marks, category Mn) when ``do_lower_case``; and
+   splits off every punctuation character as a word of its own. Punctuation is ASCII 33-47,
+   58-64, 91-96 and 123-126 (so ``$``, ``^`` and the backtick count) or any Unicode category P*.
 2. *WordPiece* (:func:`wordpiece_tokenize`) cuts each word, greedily from the left, into the
    longest piece in the vocabulary; pieces after the first carry the prefix ``##``. If some
    position has no matching piece, or the word has more than 100 characters, the whole word
@@ -25,9 +25,18 @@ others), then repeatedly merge the adjacent pair with the highest score
 pair ``(a, b)``. (The ``tokenizers`` library's ``WordPieceTrainer`` uses plain BPE frequency
 instead; Google never released its trainer.)
 
-Differences from Hugging Face: none known from its slow ``BertTokenizer``. Its fast (Rust) one
-does not NFC-normalise, which shows only without lower-casing (``"e\\u0301"`` vs ``"é"``), takes
-an empty second text for no second text, and truncates odd overflows the other way round.
+Lower-casing goes one character at a time, as in Hugging Face's fast (Rust) tokenizer, so a
+word-final capital sigma becomes "σ"; Python's ``str.lower``, which its slow ``BertTokenizer``
+uses, gives the final form "ς" there (``"ΣΑΣ"``: ids of σ, ##α, ##σ here and in the fast one).
+
+Differences from Hugging Face. From its slow ``BertTokenizer``: that final sigma, and
+private-use characters (category Co), which it keeps (as [UNK]) and its fast one, like this
+module, drops. From its fast one: it treats U+2B820..U+2B91F as letters (its CJK list starts that
+range at U+2B920, BERT's and ours at U+2B820); its Unicode tables are older than Python's
+(14.0), so a character assigned since (U+061D, U+10F84, ...) is unassigned there and a mark or
+punctuation here; it does not NFC-normalise, which shows only without lower-casing
+(``"e\u0301"`` vs ``"é"``), takes an empty second text for no second text, and truncates odd
+overflows the other way round.
 
 Left out: the batch API, offsets, ``stride``, returning overflowing tokens, and a test of the
 ``tokenize_chinese_chars=False`` option.
@@ -71,7 +80,10 @@ def _is_whitespace(ch: str) -> bool:
 
 
 def _is_control(ch: str) -> bool:
-    return ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")
+    # control (Cc), format (Cf) and private-use (Co) characters, as Hugging Face's fast
+    # tokenizer drops them (BERT's tokenization.py drops only Cc and Cf); unassigned code points
+    # (Cn) stay and become [UNK] like any unknown character
+    return ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cf", "Co")
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -133,7 +145,9 @@ def basic_tokenize(text: str, do_lower_case: bool = True, strip_accents: bool | 
     words = []
     for word in text.split():
         if do_lower_case:
-            word = word.lower()
+            # one character at a time, as the fast (Rust) tokenizer does: str.lower() would turn
+            # a word-final capital sigma into the final form "ς", the Rust lower-casing gives "σ"
+            word = "".join(ch.lower() for ch in word)
         if strip_accents or (strip_accents is None and do_lower_case):
             word = _strip_accents(word)
         words.extend(_split_on_punctuation(word))
