@@ -195,6 +195,45 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from llm_from_scratch.scaling import sweep
+
+    try:
+        specs = sweep.specs_from_args(args)
+        if args.dry_run:
+            for s in specs:
+                print(f"{s.run_id}  N={s.n_params:>8,}  D={s.tokens:>10,}  U={s.unique:>10,}  lr={s.lr:<8g} "
+                      f"seed={s.seed}  {s.data}  6ND={6 * s.n_params * s.tokens:.3g}")
+            print(f"{len(specs)} runs, 6ND total {sum(6 * s.n_params * s.tokens for s in specs):.3g} FLOPs")
+            return 0
+        counts = sweep.run_sweep(specs, args.out, executor=args.executor, workers=args.workers,
+                                 scheduler=args.scheduler, reuse=args.reuse)
+    except (ValueError, FileNotFoundError, ConnectionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {counts['ran']} runs done ({counts['diverged']} diverged), {counts['reused']} copied from "
+          f"--reuse files, {counts['skipped']} already there, of {counts['total']}")
+    return 0
+
+
+_SWEEP_HELP = """\
+Train a grid of GPTs over model size N and training tokens D (character tokenizer, bits per
+character on a fixed held-out text) and append one JSON record per finished run to --out.
+Runs already in --out are skipped, so an interrupted sweep is resumed by running it again.
+See llm_from_scratch/scaling/sweep.py for what a run is and book/data/scaling/README.md for
+the committed sweeps.
+
+examples:
+  llm-scratch sweep --preset storyworld --out book/data/scaling/storyworld.jsonl
+  llm-scratch sweep --sizes 2:32,2:64 --tokens 256K,1M --out runs.jsonl --dry-run
+
+on a Dask cluster:
+  dask scheduler                                      # prints its address, tcp://HOST:8786
+  dask worker tcp://HOST:8786 --nthreads 1 --nworkers 2  # on each machine
+  llm-scratch sweep --preset storyworld --out runs.jsonl --scheduler tcp://HOST:8786
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-scratch", description="llm-from-scratch command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +292,32 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: the checkpoint's, 256 for all-MiniLM-L6-v2)")
     em.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     em.set_defaults(func=_cmd_embed)
+
+    sw = sub.add_parser("sweep", help="a grid of GPT training runs for scaling laws, results as JSON lines",
+                        description=_SWEEP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sw.add_argument("--out", required=True, help="results file (JSON lines); runs already in it are skipped")
+    sw.add_argument("--preset", help="a committed sweep: storyworld, storyworld_lr, storyworld_large, "
+                    "storyworld_repeat or stdlib")
+    sw.add_argument("--sizes", help="models as L:C[:NH] (layers, width, heads; heads default C//16), "
+                    "comma-separated, e.g. 2:32,2:64:4")
+    sw.add_argument("--tokens", help="training tokens D per run, comma-separated, K/M suffixes allowed "
+                    "(rounded to a multiple of batch*block), e.g. 256K,1M,4M")
+    sw.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the rule lr_rule(N))")
+    sw.add_argument("--seeds", default="0", help="comma-separated seeds, one run per seed")
+    sw.add_argument("--data", default="storyworld", choices=["storyworld", "stdlib"])
+    sw.add_argument("--batch-size", type=int, default=16)
+    sw.add_argument("--block-size", type=int, default=64)
+    sw.add_argument("--unique-chars", default="0", help="cap on distinct training characters U (repeated "
+                    "epochs when U < D); 0 = all unique")
+    sw.add_argument("--executor", default="processes", choices=["processes", "threads"],
+                    help="processes: one single-threaded run per core (default, faster here); "
+                    "threads: one run at a time on all cores")
+    sw.add_argument("--workers", type=int, default=None, help="processes (or threads) to use (default: all cores)")
+    sw.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    sw.add_argument("--reuse", action="append", default=[], metavar="FILE",
+                    help="copy finished runs with the same id from FILE instead of training them again")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs and their FLOPs, train nothing")
+    sw.set_defaults(func=_cmd_sweep)
     return parser
 
 
