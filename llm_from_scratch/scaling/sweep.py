@@ -94,7 +94,7 @@ class RunSpec:
 
     >>> s = RunSpec(n_layer=2, n_embd=16, n_head=2, tokens=2**18, lr=1e-2)
     >>> s.steps, s.tokens == s.steps * s.batch_size * s.block_size, s.n_params
-    (256, True, 6688)
+    (256, True, 6592)
     """
 
     n_layer: int                  # L: transformer blocks
