@@ -239,12 +239,12 @@ PRESETS = {
                               for spec in grid([size], [2**20], lr=lr)],
     # one held-out run with 4x the compute (6ND) of the largest run of the main grid
     "storyworld_large": lambda: grid([LARGE_SIZE], [2**23]),
-    # repeated data: U = 2^18 characters seen 2..32 times, against all-unique data of the same D
-    "storyworld_repeat": lambda: (grid([MAIN_SIZES[2]], [2**18 * e for e in (1, 2, 4, 8, 16, 32)])
-                                  + grid([MAIN_SIZES[2]], [2**18 * e for e in (2, 4, 8, 16, 32)],
+    # repeated data: U = 2^18 characters seen 2..16 times, against all-unique data of the same D
+    "storyworld_repeat": lambda: (grid([MAIN_SIZES[2]], [2**18 * e for e in (1, 2, 4, 8, 16)])
+                                  + grid([MAIN_SIZES[2]], [2**18 * e for e in (2, 4, 8, 16)],
                                          unique_chars=2**18)),
     # the standard library's Python source: 3 sizes x 3 budgets
-    "stdlib": lambda: grid([MAIN_SIZES[i] for i in (1, 2, 4)], [2**19, 2**20, 2**21], data="stdlib"),
+    "stdlib": lambda: grid([MAIN_SIZES[i] for i in (1, 2, 4)], [2**18, 2**19, 2**20], data="stdlib"),
 }
 
 
