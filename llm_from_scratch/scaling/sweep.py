@@ -10,8 +10,9 @@ What a run is (``RunSpec``, one frozen dataclass; its identity is a hash of its 
 - N is the non-embedding parameter count (``num_params(config, non_embedding=True)``, Kaplan et
   al. 2020, section 2.1); the token and position tables are recorded apart as ``N_embedding``.
 - D = steps * batch_size * block_size tokens. The training text is cut into non-overlapping
-  windows of ``block_size + 1`` characters; a run visits each window once, in an order shuffled by
-  its seed, so D tokens are D distinct characters: one epoch, no repetition. ``unique_chars``
+  windows of ``block_size`` characters (each predicting the text shifted by one); a run visits
+  each window once, in an order shuffled by its seed, so D tokens are D distinct characters: one
+  epoch, no repetition. ``unique_chars``
   caps the distinct training text at U < D instead, and the U/T windows are then visited
   D/U times, each epoch reshuffled (repeated data, Muennighoff et al. 2023). Every run reads a
   prefix of the same text stream, so a smaller budget sees a subset of a larger one's data.
@@ -38,11 +39,13 @@ What a run is (``RunSpec``, one frozen dataclass; its identity is a hash of its 
 Execution (``run_sweep``) goes through a ``concurrent.futures`` executor and appends each finished
 run's record to the results file as it arrives (one ``write`` of a whole line, then ``fsync``:
 a reader never sees half a line; a line torn by a crash is ignored with a warning and cut off
-before the next append). A sweep started again skips every run whose id is in the file. Three ways
+before the next append). A sweep started again skips every run whose id is in the file, and ``reuse`` files lend
+it the records of runs they already hold. Three ways
 to run (``--executor``):
 
 - ``processes`` (default): one run per core, each single-threaded, in a process pool;
-- ``threads``: one run at a time on all cores (measured slower here, see book/data/scaling/README.md);
+- ``threads``: one run at a time on all cores (2.8x slower on this machine's two cores, measured
+  side by side by ``benchmarks/bench_sweep_parallel.py``);
 - ``--scheduler ADDRESS``: the same runs on an existing Dask cluster. Start one with::
 
       dask scheduler                                    # prints tcp://HOST:8786
@@ -239,12 +242,12 @@ PRESETS = {
                               for spec in grid([size], [2**20], lr=lr)],
     # one held-out run with 4x the compute (6ND) of the largest run of the main grid
     "storyworld_large": lambda: grid([LARGE_SIZE], [2**23]),
-    # repeated data: U = 2^18 characters seen 2..32 times, against all-unique data of the same D
-    "storyworld_repeat": lambda: (grid([MAIN_SIZES[2]], [2**18 * e for e in (1, 2, 4, 8, 16, 32)])
-                                  + grid([MAIN_SIZES[2]], [2**18 * e for e in (2, 4, 8, 16, 32)],
+    # repeated data: U = 2^18 characters seen 2..16 times, against all-unique data of the same D
+    "storyworld_repeat": lambda: (grid([MAIN_SIZES[2]], [2**18 * e for e in (1, 2, 4, 8, 16)])
+                                  + grid([MAIN_SIZES[2]], [2**18 * e for e in (2, 4, 8, 16)],
                                          unique_chars=2**18)),
     # the standard library's Python source: 3 sizes x 3 budgets
-    "stdlib": lambda: grid([MAIN_SIZES[i] for i in (1, 2, 4)], [2**19, 2**20, 2**21], data="stdlib"),
+    "stdlib": lambda: grid([MAIN_SIZES[i] for i in (1, 2, 4)], [2**18, 2**19, 2**20], data="stdlib"),
 }
 
 
