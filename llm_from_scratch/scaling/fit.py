@@ -236,7 +236,9 @@ def fit_chinchilla(N, D, L, *, delta: float = 1e-3, grid: dict | None = None, st
     ``N`` (parameters), ``D`` (tokens) and ``L`` (final losses, all positive) hold one value per
     run. Minimises ``chinchilla_objective`` with L-BFGS from every point of ``grid`` (a dict of
     values for ``a, b, e, alpha, beta``; ``DEFAULT_GRID`` if None), or from the explicit list
-    ``starts`` of ``(a, b, e, alpha, beta)`` vectors, and keeps the lowest minimum.
+    ``starts`` of ``(a, b, e, alpha, beta)`` vectors, and keeps the lowest minimum. Unlike Hoffmann
+    et al. the search is boxed: exponents in [0, 3] and E at least e^-20, so a fit that finds no
+    floor ends visibly on the bound instead of overflowing.
 
     Example: six runs on the exact Chinchilla law give its constants back.
 
@@ -278,10 +280,18 @@ def fit_chinchilla(N, D, L, *, delta: float = 1e-3, grid: dict | None = None, st
                          beta=float(beta), objective=float(best.fun), n_runs=len(N), n_starts=len(starts))
 
 
+# Box for L-BFGS-B (Hoffmann et al. did not bound their fit): exponents in [0, 3], E = e^e at least
+# e^-20 (about 2e-9, in effect zero). Without it, data with no visible floor can send e to -inf and
+# A or B to overflow; with it, such a fit ends on the bound, where it can be seen.
+E_MIN_LOG = -20.0
+ALPHA_BOUNDS = (0.0, 3.0)
+
+
 def _minimize_from(objective, x0, mN, mD):
     a, b, e, alpha, beta = np.asarray(x0, dtype=np.float64)
+    bounds = [(None, None), (None, None), (E_MIN_LOG, None), ALPHA_BOUNDS, ALPHA_BOUNDS]
     return minimize(objective, np.array([a - alpha * mN, b - beta * mD, e, alpha, beta]), jac=True,
-                    method="L-BFGS-B", options=dict(maxiter=1000, ftol=1e-13, gtol=1e-10))
+                    method="L-BFGS-B", bounds=bounds, options=dict(maxiter=1000, ftol=1e-13, gtol=1e-10))
 
 
 @dataclass(frozen=True)
