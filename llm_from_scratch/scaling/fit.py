@@ -153,8 +153,11 @@ class ChinchillaFit:
 
     @property
     def exponents(self) -> tuple[float, float]:
-        """``(a, b)`` of the compute-optimal allocation ``N* ∝ C^a``, ``D* ∝ C^b``; ``a + b = 1``."""
+        """``(a, b)`` of the compute-optimal allocation ``N* ∝ C^a``, ``D* ∝ C^b``; ``a + b = 1``
+        (both NaN when alpha = beta = 0: then no split is better than another)."""
         s = self.alpha + self.beta
+        if s <= 0:
+            return float("nan"), float("nan")
         return self.beta / s, self.alpha / s
 
     def compute_optimal(self, C):
@@ -306,7 +309,7 @@ class Bootstrap:
         if name not in self.samples:
             raise KeyError(f"no bootstrap samples for {name!r}; have {sorted(self.samples)}")
         tail = 50.0 * (1.0 - self.level)
-        lo, hi = np.percentile(self.samples[name], [tail, 100.0 - tail])
+        lo, hi = np.nanpercentile(self.samples[name], [tail, 100.0 - tail])
         return float(lo), float(hi)
 
 
@@ -336,8 +339,8 @@ def bootstrap_chinchilla(N, D, L, *, n_boot: int = 200, seed: int = 0, level: fl
         if len(np.unique(idx)) < N_PARAMS:
             continue
         f = fit_chinchilla(N[idx], D[idx], L[idx], delta=delta, starts=starts)
-        s = f.alpha + f.beta
-        for k, v in zip(names, (f.E, f.A, f.B, f.alpha, f.beta, f.beta / s, f.alpha / s)):
+        a, b = f.exponents
+        for k, v in zip(names, (f.E, f.A, f.B, f.alpha, f.beta, a, b)):
             samples[k].append(v)
     return Bootstrap(fit=fit, samples={k: np.array(v) for k, v in samples.items()}, level=level)
 
