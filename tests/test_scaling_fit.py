@@ -13,7 +13,7 @@ from llm_from_scratch.scaling.fit import (ChinchillaFit, bootstrap_chinchilla, c
 
 # a law in the range of the book's runs: losses in bits per character, a floor near 0.3
 TRUE = dict(E=0.30, A=25.0, B=60.0, alpha=0.45, beta=0.38)
-SMALL_GRID = dict(a=(0.0, 5.0), b=(0.0, 5.0), e=(-2.0, -1.0), alpha=(0.3, 0.7), beta=(0.3, 0.7))
+SMALL_GRID = dict(a=(0.0, 5.0), b=(0.0, 5.0), e=(-1.5,), alpha=(0.3, 0.7), beta=(0.5,))
 
 
 def _grid_runs(noise=0.01, seed=0, n_sizes=7, n_tokens=7):
@@ -55,14 +55,15 @@ def test_fit_recovers_exact_law():
 
 
 def test_fit_recovers_noisy_law_within_tolerance():
-    # 1% noise on each of 49 runs: E within 2%, exponents within 0.05
+    # 1% noise on each of 49 runs: E within 2%, exponents within 0.05 (over noise seeds 0-5, five
+    # fits are within 1.5% and seed 0 is 5% high: the noise can mimic curvature)
     N, D, L = _grid_runs(noise=0.01, seed=1)
     fit = fit_chinchilla(N, D, L, grid=SMALL_GRID)
     print(f"E {fit.E:.4f} (true 0.30), alpha {fit.alpha:.3f} (0.45), beta {fit.beta:.3f} (0.38)")
     assert abs(fit.E - TRUE["E"]) / TRUE["E"] < 0.02, fit
     assert abs(fit.alpha - TRUE["alpha"]) < 0.05, fit
     assert abs(fit.beta - TRUE["beta"]) < 0.05, fit
-    assert fit.n_runs == 49 and fit.n_starts == 32
+    assert fit.n_runs == 49 and fit.n_starts == 8
 
 
 def test_default_grid_finds_the_same_minimum_as_a_good_start():
@@ -75,7 +76,7 @@ def test_default_grid_finds_the_same_minimum_as_a_good_start():
 def test_bootstrap_intervals_cover_the_truth_and_are_seeded():
     N, D, L = _grid_runs(noise=0.01, seed=3, n_sizes=5, n_tokens=5)
     fit = fit_chinchilla(N, D, L, grid=SMALL_GRID)
-    boot = bootstrap_chinchilla(N, D, L, n_boot=40, seed=0, fit=fit)
+    boot = bootstrap_chinchilla(N, D, L, n_boot=30, seed=0, fit=fit)
     for k in ("E", "alpha", "beta"):
         lo, hi = boot.interval(k)
         print(f"{k}: [{lo:.4f}, {hi:.4f}], true {TRUE[k]}")

@@ -1,156 +1,182 @@
-"""Exercises for chapter 11, scaling laws against a known floor.
-
-``training_flops`` is the 6ND rule (``scaling.fit.training_flops`` is the reference);
-``power_law_fit`` fits ``y = k x^p`` by least squares in log space (``scaling.fit.fit_power_law``);
-``compute_optimal_split`` is the closed-form compute-optimal N and D of a Chinchilla law
-(``scaling.fit.ChinchillaFit.compute_optimal``); and ``reducible_share`` is a derivation whose
-answer is a number: the fraction of a model's loss that more parameters and data could still
-remove. Each wrapper imports what it calls inside its body, so its source, copied into a file on
-its own, still runs.
-"""
+"""Exercises for chapter 11, scaling laws against a known floor."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from llm_from_scratch.exercises import Case, Exercise, register
 
 
-def training_flops(N, D):
-    """The floating-point operations of training a model of ``N`` parameters on ``D`` tokens:
-    ``6 N D`` (2 per parameter and token in the forward pass, 4 in the backward).
+# ---------------------------------------------------------------------------------------------
+# training_flops
 
-    Example: GPT-3, N = 175e9 and D = 300e9, took about 6 * 175e9 * 300e9 = 3.15e23 FLOPs.
+def training_flops(n_params, n_tokens):
+    """The compute of a training run, ``C = 6 N D`` floating-point operations.
 
-    The reference is the package's ``scaling.fit.training_flops``.
+    ``n_params`` is the number of parameters N, ``n_tokens`` the number of training tokens D
+    (numbers or arrays). Each parameter costs 2 FLOPs per token in the forward pass (a multiply
+    and an add) and 4 in the backward pass (the gradient with respect to the input and with
+    respect to the weight), so 6 in all. Return ``6 * N * D`` as a float (or an array).
+
+    Example: a model of 1 million parameters trained on 20 million tokens takes
+    6 * 1e6 * 2e7 = 1.2e14 FLOPs.
     """
-    from llm_from_scratch.scaling.fit import training_flops as reference
-
-    return reference(N, D)
+    return 6.0 * np.asarray(n_params, dtype=np.float64) * np.asarray(n_tokens, dtype=np.float64)
 
 
-def _wrong_training_flops(N, D):
-    return 2 * N * D  # the forward pass only
+def _wrong_training_flops(n_params, n_tokens):
+    # counts the forward pass only: 2 FLOPs per parameter per token
+    return 2.0 * np.asarray(n_params, dtype=np.float64) * np.asarray(n_tokens, dtype=np.float64)
 
 
-def power_law_fit(x, y):
-    """``(k, p)`` of the power law ``y = k x^p`` that best fits the points, by least squares on
-    ``log y = log k + p log x`` (a straight line in log-log coordinates).
+# ---------------------------------------------------------------------------------------------
+# fit_power_law
 
-    Example: the points (1, 2), (10, 20), (100, 200) give k = 2, p = 1.
+def fit_power_law(x, y):
+    """Fit ``y = k * x**p`` by least squares on a straight line in log space; return ``(k, p)``.
 
-    The reference is the package's ``scaling.fit.fit_power_law``.
+    Taking logs turns the power law into a line, ``log y = log k + p log x``: fit the slope p and
+    the intercept ``log k`` with ``np.polyfit(np.log(x), np.log(y), 1)`` (or by hand), then undo
+    the log of the intercept with the *same* base. ``x`` and ``y`` are 1-D arrays of positive
+    numbers. Return two Python floats.
+
+    Example: the points (1, 3), (10, 30), (100, 300) lie on ``y = 3 x``: ``(3.0, 1.0)``.
     """
-    from llm_from_scratch.scaling.fit import fit_power_law
+    p, log_k = np.polyfit(np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64)), 1)
+    return float(np.exp(log_k)), float(p)
 
-    return fit_power_law(x, y)
+
+def _wrong_fit_power_law(x, y):
+    # fits in base 10 but undoes the intercept with exp: the slope is right, k is not
+    p, log_k = np.polyfit(np.log10(x), np.log10(y), 1)
+    return float(np.exp(log_k)), float(p)
 
 
-def _wrong_power_law_fit(x, y):
-    # a straight line through the raw points: not a power law
-    p, c = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)
-    return float(c), float(p)
+def _power_law_case(seed, n, k, p, noise):
+    def make():
+        rng = np.random.default_rng(seed)
+        x = np.sort(np.exp(rng.uniform(0.0, 12.0, n)))                     # (n,)
+        y = k * x ** p * np.exp(rng.normal(0.0, noise, n))                 # (n,)
+        return (x, y)
+    return make
 
+
+# ---------------------------------------------------------------------------------------------
+# compute_optimal_split
 
 def compute_optimal_split(C, A, B, alpha, beta):
-    """``(N*, D*)``: the model size and token count that minimise ``A / N^alpha + B / D^beta``
-    under the budget ``C = 6 N D`` (Hoffmann et al. 2022, approach 3).
+    """The parameters and tokens ``(N, D)`` that minimise ``A/N**alpha + B/D**beta`` with ``6 N D = C``.
 
-    Substituting ``D = C / (6N)`` and setting the derivative in N to zero gives
-    ``alpha A / N^alpha = beta B / D^beta``, so ``N* = G (C/6)^(beta/(alpha+beta))`` and
-    ``D* = (C/6)^(alpha/(alpha+beta)) / G`` with ``G = (alpha A / (beta B))^(1/(alpha+beta))``.
+    On the budget, ``D = C / (6N)``. Setting the derivative with respect to N to zero gives
+    ``alpha A / N**alpha = beta B / D**beta``: at the optimum the two terms shrink at rates in
+    proportion. Solve it for N: ``N = G (C/6)**(beta/(alpha+beta))`` with
+    ``G = (alpha A / (beta B))**(1/(alpha+beta))``, and ``D = C / (6N)``. Return two floats.
 
-    Example: with A = B and alpha = beta the optimum is N* = D* = sqrt(C / 6).
-
-    The reference is the package's ``scaling.fit.ChinchillaFit.compute_optimal``.
+    Example: with A = B and alpha = beta the two terms are symmetric, so N = D = sqrt(C/6):
+    ``compute_optimal_split(6e10, 1.0, 1.0, 0.5, 0.5)`` is ``(1e5, 1e5)``.
     """
-    from llm_from_scratch.scaling.fit import ChinchillaFit
-
-    law = ChinchillaFit(E=0.0, A=A, B=B, alpha=alpha, beta=beta)
-    N, D = law.compute_optimal(C)
-    return float(N), float(D)
+    a = beta / (alpha + beta)
+    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    N = G * (C / 6.0) ** a
+    return float(N), float(C / (6.0 * N))
 
 
 def _wrong_compute_optimal_split(C, A, B, alpha, beta):
-    # splits the budget evenly whatever the law: N = D = sqrt(C / 6)
-    n = float(np.sqrt(C / 6))
-    return n, n
+    # the rule of thumb "20 tokens per parameter" whatever the law says
+    N = math.sqrt(C / (6.0 * 20.0))
+    return float(N), float(20.0 * N)
 
 
-def reducible_share(N, D, E, A, B, alpha, beta):
-    """The share of the predicted loss ``L(N, D) = E + A/N^alpha + B/D^beta`` that is reducible,
-    ``(L - E) / L``: what more parameters and more data could still remove.
+def _split_is_the_minimum(fn):
+    """Along the budget, the loss at the submitted split is below its neighbours'."""
+    C, A, B, alpha, beta = 3e16, 25.0, 60.0, 0.45, 0.38
+    N, D = fn(C, A, B, alpha, beta)
+    if not abs(6 * N * D - C) <= 1e-9 * C:
+        return f"6 N D = {6 * N * D:.6g}, expected the budget C = {C:.6g}"
+    loss = lambda n: A / n ** alpha + B / (C / (6 * n)) ** beta
+    for f in (0.9, 1.1):
+        if loss(N * f) < loss(N):
+            return f"moving to N = {N * f:.6g} lowers the loss from {loss(N):.8g} to {loss(N * f):.8g}"
+    return ""
 
-    Example: E = 1, A/N^alpha = 0.5 and B/D^beta = 0.5 give L = 2 and a reducible share of 0.5.
+
+# ---------------------------------------------------------------------------------------------
+# optimal_size_growth (a derivation whose answer is a number)
+
+def optimal_size_growth(alpha, beta, compute_factor):
+    """By what factor should the model grow when the compute budget grows by ``compute_factor``?
+
+    Derive it from ``compute_optimal_split``: ``N*`` is proportional to ``C**a`` with
+    ``a = beta / (alpha + beta)``, so multiplying C by f multiplies N* by ``f**a`` (and D* by
+    ``f**(1 - a)``). Return the number ``f**a``.
+
+    Example: with Chinchilla's alpha = 0.34, beta = 0.28, 10x more compute should go into a
+    model 10**(0.28/0.62) = 2.83 times larger, trained on 3.53 times more tokens.
     """
-    reducible = A / N ** alpha + B / D ** beta
-    return reducible / (E + reducible)
+    return float(compute_factor ** (beta / (alpha + beta)))
 
 
-def _wrong_reducible_share(N, D, E, A, B, alpha, beta):
-    return (A / N ** alpha + B / D ** beta) / E  # relative to the floor, not to the loss
+def _wrong_optimal_size_growth(alpha, beta, compute_factor):
+    # swaps the exponents: a = alpha / (alpha + beta) is D*'s exponent, not N*'s
+    return float(compute_factor ** (alpha / (alpha + beta)))
 
-
-CHINCHILLA = (406.4, 410.7, 0.34, 0.28)  # A, B, alpha, beta of Hoffmann et al. (2022), eq. 10
 
 EXERCISES = [
     register(Exercise(
-        name="training_flops", chapter=11, title="training FLOPs of a run (6ND)",
+        name="training_flops", chapter=11, title="the training compute of a run, 6ND",
         reference=training_flops,
         cases=(
-            Case("GPT-3: N = 175e9, D = 300e9", lambda: (175e9, 300e9)),
-            Case("Chinchilla: N = 70e9, D = 1.4e12", lambda: (70e9, 1.4e12)),
-            Case("a StoryWorld run: N = 105k, D = 2^20", lambda: (105_000, 2 ** 20)),
-            Case("arrays of runs", lambda: (np.array([1e4, 1e5, 1e6]), np.array([1e6, 1e7, 1e8]))),
+            Case("the worked example: 1M parameters, 20M tokens", lambda: (1e6, 2e7)),
+            Case("GPT-3: 175B parameters, 300B tokens", lambda: (175e9, 300e9)),
+            Case("the smallest run of the chapter's grid", lambda: (6592, 262144)),
+            Case("arrays of runs", lambda: (np.array([6592.0, 24832.0, 397312.0]),
+                                            np.array([2.0 ** 18, 2.0 ** 20, 2.0 ** 22]))),
         ),
-        rtol=1e-12, atol=0.0,
-        hint="two FLOPs per parameter and token forward (a multiply and an add), four backward: 6 N D",
+        hint="forward pass 2 FLOPs per parameter per token, backward pass 4: C = 6 N D",
     )),
     register(Exercise(
-        name="power_law_fit", chapter=11, title="fitting a power law in log space",
-        reference=power_law_fit,
+        name="fit_power_law", chapter=11, title="fitting a power law as a line in log space",
+        reference=fit_power_law,
         cases=(
-            Case("the docstring's example", lambda: (np.array([1.0, 10.0, 100.0]), np.array([2.0, 20.0, 200.0]))),
-            Case("N* = 0.3 C^0.5 on 6 budgets", lambda: (np.geomspace(1e10, 1e15, 6), 0.3 * np.geomspace(1e10, 1e15, 6) ** 0.5)),
-            Case("a decreasing law with noise", lambda: (np.geomspace(1e3, 1e6, 8),
-                                                         5.0 * np.geomspace(1e3, 1e6, 8) ** -0.3
-                                                         * np.exp(0.01 * np.random.default_rng(0).standard_normal(8)))),
+            Case("the worked example y = 3x", lambda: (np.array([1.0, 10.0, 100.0]), np.array([3.0, 30.0, 300.0]))),
+            Case("an exact law y = 0.2 x^0.73", lambda: (np.geomspace(1.0, 1e6, 7), 0.2 * np.geomspace(1.0, 1e6, 7) ** 0.73)),
+            Case("a decreasing law with 2% noise", _power_law_case(0, 20, 40.0, -0.35, 0.02)),
+            Case("a steep law with 10% noise", _power_law_case(1, 12, 1e-3, 1.6, 0.1)),
         ),
-        rtol=1e-8, atol=1e-12,
-        hint="fit a straight line to (log x, log y) with least squares (np.polyfit of degree 1): the "
-             "slope is p and exp(intercept) is k",
+        hint="fit log y = log k + p log x and return k = exp(intercept) when the logs are natural "
+             "(10**intercept if you used log10)",
     )),
     register(Exercise(
         name="compute_optimal_split", chapter=11, title="the compute-optimal split of a budget",
         reference=compute_optimal_split,
+        rtol=1e-9,
         cases=(
-            Case("A = B, alpha = beta: N* = D*", lambda: (6e12, 100.0, 100.0, 0.3, 0.3)),
-            Case("Chinchilla's law at 5.8e23 FLOPs", lambda: (5.8e23, *CHINCHILLA)),
-            Case("Chinchilla's law at 1e20 FLOPs", lambda: (1e20, *CHINCHILLA)),
-            Case("a law with alpha > beta at 1e15", lambda: (1e15, 50.0, 300.0, 0.5, 0.25)),
+            Case("the worked example: a symmetric law", lambda: (6e10, 1.0, 1.0, 0.5, 0.5)),
+            Case("Chinchilla's law at Chinchilla's budget 5.76e23", lambda: (5.76e23, 406.4, 410.7, 0.34, 0.28)),
+            Case("Epoch AI's refit at 1e21", lambda: (1e21, 482.01, 2085.43, 0.3478, 0.3658)),
+            Case("a small law at 1e14 FLOPs", lambda: (1e14, 25.0, 60.0, 0.45, 0.38)),
         ),
-        rtol=1e-8, atol=0.0,
-        hint="write D = C / (6N), differentiate A N^-alpha + B (C/(6N))^-beta in N and set it to 0: "
-             "alpha A / N^alpha = beta B / D^beta; solve for N",
+        extra_checks=(("the split spends the budget and is a minimum along it", _split_is_the_minimum),),
+        hint="set the derivative of A/N^alpha + B (6N/C)^beta to zero: alpha A N^-alpha = beta B D^-beta; "
+             "then N = G (C/6)^(beta/(alpha+beta)) with G = (alpha A / (beta B))^(1/(alpha+beta))",
     )),
     register(Exercise(
-        name="reducible_share", chapter=11, title="the reducible share of a model's loss",
-        reference=reducible_share,
+        name="optimal_size_growth", chapter=11, title="how much larger the model, for 10x the compute",
+        reference=optimal_size_growth,
         cases=(
-            Case("the docstring's example", lambda: (1.0, 1.0, 1.0, 0.5, 0.5, 0.0, 0.0)),
-            Case("Chinchilla's law at Chinchilla's size", lambda: (70e9, 1.4e12, 1.69, *CHINCHILLA)),
-            Case("Chinchilla's law at GPT-3's size", lambda: (175e9, 300e9, 1.69, *CHINCHILLA)),
-            Case("a small StoryWorld model", lambda: (1e5, 1e6, 0.29, 20.0, 30.0, 0.4, 0.35)),
+            Case("Chinchilla's exponents, 10x compute", lambda: (0.34, 0.28, 10.0)),
+            Case("equal exponents, 100x compute: 10x larger", lambda: (0.3, 0.3, 100.0)),
+            Case("a law where data matter more (beta < alpha), 1000x", lambda: (0.5, 0.2, 1000.0)),
         ),
-        rtol=1e-10, atol=0.0,
-        hint="the loss is E plus the two power-law terms; the reducible part is the two terms; divide "
-             "it by the whole loss",
+        hint="N* is proportional to C^(beta/(alpha+beta)): the exponent of N* is the data exponent over the sum",
     )),
 ]
 
 WRONG = {
     "training_flops": _wrong_training_flops,
-    "power_law_fit": _wrong_power_law_fit,
+    "fit_power_law": _wrong_fit_power_law,
     "compute_optimal_split": _wrong_compute_optimal_split,
-    "reducible_share": _wrong_reducible_share,
+    "optimal_size_growth": _wrong_optimal_size_growth,
 }
