@@ -205,6 +205,20 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_pretrain_bert(args) -> int:
+    from llm_from_scratch.models.bert.pretrain import pretrain_storyworld_bert
+
+    record = pretrain_storyworld_bert(args.out, steps=args.steps, n_train=args.n_train,
+                                      vocab_size=args.vocab_size, hidden_size=args.hidden_size,
+                                      num_layers=args.num_layers, num_heads=args.num_heads,
+                                      max_length=args.max_length, batch_size=args.batch_size, lr=args.lr,
+                                      warmup=args.warmup, seed=args.seed, kernels=args.kernels)
+    print(f"{args.steps} steps in {record['seconds']:.1f} s; validation MLM loss {record['val_loss']:.3f}, "
+          f"masked-token accuracy {record['val_acc']:.3f}")
+    print(f"checkpoint: {args.out}  (load with: bert.from_pretrained and bert.load_wordpiece)")
+    return 0
+
+
 def _cmd_sweep(args) -> int:
     from llm_from_scratch.scaling import sweep
 
@@ -353,6 +367,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="copy finished runs with the same id from FILE instead of training them again")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their FLOPs, train nothing")
     sw.set_defaults(func=_cmd_sweep)
+
+    pb = sub.add_parser("pretrain-bert", help="pretrain chapter 9's tiny BERT on StoryWorld by masked LM")
+    pb.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, "
+                    "training.json")
+    pb.add_argument("--steps", type=int, default=1200)
+    pb.add_argument("--n-train", type=int, default=3000, help="training stories")
+    pb.add_argument("--vocab-size", type=int, default=300, help="largest WordPiece vocabulary")
+    pb.add_argument("--hidden-size", type=int, default=64)
+    pb.add_argument("--num-layers", type=int, default=2)
+    pb.add_argument("--num-heads", type=int, default=4)
+    pb.add_argument("--max-length", type=int, default=96, help="tokens per story, [CLS] and [SEP] included")
+    pb.add_argument("--batch-size", type=int, default=32)
+    pb.add_argument("--lr", type=float, default=2e-3)
+    pb.add_argument("--warmup", type=int, default=20)
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    pb.set_defaults(func=_cmd_pretrain_bert)
     return parser
 
 
