@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from llm_from_scratch.serve.engine import Engine, SamplingParams
 
 __all__ = ["ServerSettings", "ApiError", "Embedder", "parse_completion_request", "parse_embedding_request",
-           "create_app", "build_app"]
+           "create_app", "build_app", "serve"]
 
 STATIC = Path(__file__).with_name("static")
 
@@ -474,3 +474,43 @@ def _warm_up(engine: Engine) -> None:
     gpt_forward_cached(engine.params, engine.config, np.zeros((2, 1), dtype=np.int64), kv, 0, engine.kernels)
     gpt_forward_cached(engine.params, engine.config, np.zeros((2, 1), dtype=np.int64), kv, np.array([1, 1]),
                        engine.kernels)
+
+
+def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, embeddings_checkpoint=None, embeddings: bool = True,
+          max_batch: int = 16, batching: bool = True, kernels: str = "numba", max_waiting: int = 256,
+          settings: ServerSettings | None = None, model_name: str | None = None) -> None:
+    """``llm-scratch serve``: check the settings, load the models, serve until Ctrl-C.
+
+    ``embeddings_checkpoint`` None with ``embeddings`` True uses the installed all-MiniLM-L6-v2
+    if it is installed (and serves completions only, saying so, if it is not).
+    """
+    settings = settings or ServerSettings()
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port must be in [0, 65535], got {port}")
+    if max_batch < 1:
+        raise ValueError(f"--max-batch must be at least 1, got {max_batch}")
+    if settings.max_tokens_cap < 1:
+        raise ValueError(f"--max-tokens must be at least 1, got {settings.max_tokens_cap}")
+    if settings.max_body_bytes < 1:
+        raise ValueError(f"--max-body-bytes must be at least 1, got {settings.max_body_bytes}")
+    if not settings.request_timeout > 0:
+        raise ValueError(f"--request-timeout must be a positive number of seconds, got {settings.request_timeout}")
+    if max_waiting < 0:
+        raise ValueError(f"--max-waiting must be at least 0, got {max_waiting}")
+    if not embeddings:
+        embeddings_checkpoint = None
+    elif embeddings_checkpoint is None:
+        from llm_from_scratch.checkpoints import INSTALL_COMMAND, checkpoint_dir, is_installed
+
+        if is_installed():
+            embeddings_checkpoint = checkpoint_dir()
+        else:
+            print(f"all-MiniLM-L6-v2 is not installed: serving completions only ({INSTALL_COMMAND} adds "
+                  "/v1/embeddings)")
+    import uvicorn
+
+    app = build_app(run_dir, embeddings_checkpoint, max_batch=max_batch, batching=batching, kernels=kernels,
+                    max_waiting=max_waiting, settings=settings, model_name=model_name)
+    mode = f"continuous batching, up to {max_batch} sequences" if batching else "no batching, one request at a time"
+    print(f"serving {run_dir} ({mode}) on http://{host}:{port}/  (playground at /, API at /v1; Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
