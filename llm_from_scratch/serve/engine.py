@@ -116,6 +116,7 @@ class Engine:
         self.counts = {"finished": 0, "cancelled": 0, "timed_out": 0, "failed": 0}
         self.steps = 0  # decode steps run (one forward pass each)
         self.stepped_rows = 0  # sum over steps of the rows decoded together
+        self.largest_batch = 0  # the most rows one step has decoded together
 
     # --------------------------------------------------------------------------------------
     # the interface for other threads
@@ -169,7 +170,8 @@ class Engine:
             active, waiting = len(self.rows), len(self.waiting)
         return {"slots": {"total": self.max_batch, "active": active, "free": self.max_batch - active},
                 "waiting": waiting, "requests": dict(self.counts), "decode_steps": self.steps,
-                "mean_batch": round(self.stepped_rows / self.steps, 3) if self.steps else 0.0}
+                "mean_batch": round(self.stepped_rows / self.steps, 3) if self.steps else 0.0,
+                "largest_batch": self.largest_batch}
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no request is active or waiting (True), or ``timeout`` seconds pass (False)."""
@@ -255,6 +257,7 @@ class Engine:
         self.positions[:n] += 1
         self.steps += 1
         self.stepped_rows += n
+        self.largest_batch = max(self.largest_batch, n)
         for i, seq in enumerate(self.rows):
             if not seq.done and not seq.cancelled:
                 self._take(seq, logits[i, 0])
