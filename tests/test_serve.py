@@ -396,3 +396,14 @@ def test_playground_streams_text_in_headless_chromium(server):
         assert driver.find_element(By.ID, "model").text == "tiny-gpt"
     finally:
         driver.quit()
+
+
+def test_cli_serve_refuses_bad_settings_in_one_line(model, capsys):
+    from llm_from_scratch.cli import main
+
+    assert main(["serve", str(model[0]), "--max-batch", "0", "--no-embeddings"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --max-batch must be at least 1, got 0"
+    assert main(["serve", str(model[0]), "--request-timeout", "-1", "--no-embeddings"]) == 2
+    assert "--request-timeout must be a positive number" in capsys.readouterr().err
+    assert main(["serve", str(model[0].parent / "missing"), "--no-embeddings"]) == 2
+    assert "missing does not exist" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def _target(url: str) -> tuple[str, int]:
 
 
 def run_load(url: str, concurrency: int, requests: int, max_tokens: int = 32, duration: float = 60.0,
-             prompts: tuple[str, ...] = ("Mia was", "Once upon a time", "Tom saw a", "The dog"),
+             prompts: tuple[str, ...] = ("Mia was", "Tom saw a", "The dog", "Anna and Ben"),
              temperature: float = 0.0, timeout: float = 120.0) -> dict:
     """Send ``requests`` completions from ``concurrency`` closed-loop clients (stopping early
     after ``duration`` seconds) and summarise: requests, errors, completion_tokens, seconds,

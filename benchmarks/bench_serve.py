@@ -1,0 +1,128 @@
+"""Load-test ``llm-scratch serve`` with and without continuous batching, on this machine only.
+
+Starts the server on a free port of 127.0.0.1 for a given run folder (``llm-scratch train`` makes
+one), once with continuous batching (``--max-batch`` rows) and once with ``--no-batching`` (one
+request at a time), both running at once and taking turns, and for each runs ``serve.loadtest.run_load`` with N = 1, 4, 16, 64 closed-loop
+clients: each client sends a greedy completion of ``--max-tokens`` tokens, waits for it, sends the
+next, until ``--requests-per-client`` x N requests (at least 16) are done or ``--duration`` seconds
+have passed. Reported per N: completion tokens per second of wall time, and the p50 / p99
+latency of a request (seconds, first byte sent to last byte received).
+
+Run: ``python benchmarks/bench_serve.py RUN_DIR [--threads 1] [--max-tokens 32] [--max-batch 64]``.
+The server is a child process of this script, stopped at the end (and on any error). Exits with
+status 1 if batching is not at least 2x the throughput of one-at-a-time at N = 16.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from _bench import add_threads, parser, pin_threads, print_header, ratio, report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args():
+    p = parser(__doc__)
+    p.add_argument("run_dir", help="a run folder written by llm-scratch train")
+    add_threads(p, 1, "threads of the server's numpy BLAS and numba")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16, 64], help="concurrent clients N")
+    p.add_argument("--max-tokens", type=int, default=32, help="completion tokens per request")
+    p.add_argument("--max-batch", type=int, default=64, help="rows of the batch with batching")
+    p.add_argument("--requests-per-client", type=int, default=2, help="requests per run = this x N (at least 16)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds per run at most")
+    p.add_argument("--kernels", choices=("numpy", "numba"), default="numba")
+    return p.parse_args()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args, batching: bool) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "llm_from_scratch.cli", "serve", args.run_dir, "--port", str(port),
+           "--no-embeddings", "--kernels", args.kernels, "--max-batch", str(args.max_batch),
+           "--max-tokens", str(args.max_tokens), "--max-waiting", "1024", "--request-timeout", "600"]
+    if not batching:
+        cmd.append("--no-batching")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if json.load(r)["status"] == "ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not answer /health within 120 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> int:
+    args = parse_args()
+    pin_threads(args.threads)  # inherited by the server process
+    from llm_from_scratch.serve.loadtest import run_load
+
+    results = {}
+    servers = {}
+    try:
+        for batching in (True, False):  # both up at once; an idle server waits without using the CPU
+            servers[batching] = start_server(args, batching)
+        for batching, (proc, url) in servers.items():
+            run_load(url, 2, 4, args.max_tokens, args.duration)  # warm-up
+        for n in args.clients:  # the two take turns at each N, so a busy spell on the machine hits both
+            for batching, (proc, url) in servers.items():
+                results[batching, n] = run_load(url, n, max(16, args.requests_per_client * n), args.max_tokens,
+                                                args.duration)
+        for batching, (proc, url) in servers.items():
+            with urllib.request.urlopen(url + "/health", timeout=5) as r:
+                stats = json.load(r)
+            print(f"{'batching' if batching else 'no batching'}: mean rows per decode step {stats['mean_batch']}, "
+                  f"largest {stats['largest_batch']}")
+    finally:
+        for proc, url in servers.values():
+            stop_server(proc)
+
+    print(f"{args.run_dir}: {args.max_tokens} greedy tokens per request, {args.threads} thread(s), "
+          f"kernels {args.kernels}, max batch {args.max_batch}")
+    print_header(f"{'N':>4} | {'batching: tok/s':>15} {'p50 s':>7} {'p99 s':>7} | {'one at a time: tok/s':>20} "
+                 f"{'p50 s':>7} {'p99 s':>7} | {'throughput ratio':>16}")
+    failures = []
+    for n in args.clients:
+        b, s = results[True, n], results[False, n]
+        print(f"{n:>4} | {b['tokens_per_second']:>15.0f} {b['latency_p50']:>7.3f} {b['latency_p99']:>7.3f} | "
+              f"{s['tokens_per_second']:>20.0f} {s['latency_p50']:>7.3f} {s['latency_p99']:>7.3f} | "
+              f"{ratio(b['tokens_per_second'] / s['tokens_per_second'], 16)}")
+        for label, r in (("batching", b), ("no batching", s)):
+            if r["errors"]:
+                failures.append(f"N={n} {label}: {r['errors']} errors, the first: {r['first_error']}")
+        if n == 16 and b["tokens_per_second"] < 2 * s["tokens_per_second"]:
+            failures.append(f"N=16: batching gives {b['tokens_per_second']:.0f} tok/s, less than 2x one at a time "
+                            f"({s['tokens_per_second']:.0f})")
+    return report(failures, "FAIL")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
