@@ -8,6 +8,10 @@ next, until ``--requests-per-client`` x N requests (at least 16) are done or ``-
 have passed. Reported per N: completion tokens per second of wall time, and the p50 / p99
 latency of a request (seconds, first byte sent to last byte received).
 
+Also, first, the engine alone (no HTTP: ``serve.Engine`` in this process, N requests submitted at
+once, ``--max-batch`` rows against one), which shows what batching gives the model's forward
+passes before the web server's per-token costs are added.
+
 Run: ``python benchmarks/bench_serve.py RUN_DIR [--threads 1] [--max-tokens 32] [--max-batch 64]``.
 The server is a child process of this script, stopped at the end (and on any error). Exits with
 status 1 if batching is not at least 2x the throughput of one-at-a-time at N = 16.
@@ -80,10 +84,53 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def engine_alone(args) -> dict:
+    """{(batching, N): tokens/s} of the engine in this process, N greedy requests submitted at once."""
+    import threading
+
+    from llm_from_scratch.pretrain import load_run
+    from llm_from_scratch.serve.engine import Engine, SamplingParams
+
+    params, config, tok = load_run(args.run_dir)
+    prompts = [tok.encode(p) for p in ("Mia was", "Tom saw a", "The dog", "Anna and Ben")]
+    out = {}
+    for batching in (True, False):
+        engine = Engine(params, config, tok.decode, max_batch=args.max_batch if batching else 1,
+                        kernels=args.kernels, max_waiting=1024).start()
+        try:
+            for n in [2] + args.clients:  # the first, 2, is a warm-up
+                left = [n]
+                done = threading.Event()
+
+                def on_event(kind, payload):
+                    if kind != "text":
+                        left[0] -= 1
+                        if left[0] == 0:
+                            done.set()
+
+                start = time.perf_counter()
+                for i in range(n):
+                    engine.submit(prompts[i % len(prompts)], SamplingParams(max_tokens=args.max_tokens, temperature=0),
+                                  on_event, timeout=600)
+                done.wait(600)
+                out[batching, n] = n * args.max_tokens / (time.perf_counter() - start)
+        finally:
+            engine.stop()
+    return out
+
+
 def main() -> int:
     args = parse_args()
-    pin_threads(args.threads)  # inherited by the server process
+    pin_threads(args.threads)  # before numpy loads; inherited by the server processes
     from llm_from_scratch.serve.loadtest import run_load
+
+    alone = engine_alone(args)
+    print(f"engine alone (no HTTP), {args.max_tokens} greedy tokens per request, {args.threads} thread(s)")
+    print_header(f"{'N':>4} | {'batching: tok/s':>15} | {'one at a time: tok/s':>20} | {'throughput ratio':>16}")
+    for n in args.clients:
+        print(f"{n:>4} | {alone[True, n]:>15.0f} | {alone[False, n]:>20.0f} | "
+              f"{ratio(alone[True, n] / alone[False, n], 16)}")
+    print()
 
     results = {}
     servers = {}
