@@ -5,8 +5,9 @@ one), once with continuous batching (``--max-batch`` rows) and once with ``--no-
 request at a time), both running at once and taking turns, and for each runs ``serve.loadtest.run_load`` with N = 1, 4, 16, 64 closed-loop
 clients: each client sends a greedy completion of ``--max-tokens`` tokens, waits for it, sends the
 next, until ``--requests-per-client`` x N requests (at least 16) are done or ``--duration`` seconds
-have passed. Reported per N: completion tokens per second of wall time, and the p50 / p99
-latency of a request (seconds, first byte sent to last byte received).
+have passed, ``--rounds`` times. Reported per N: completion tokens per second of wall time (the
+median of the rounds), and the p50 / p99 latency of a request (seconds, first byte sent to last
+byte received) over the requests of all rounds.
 
 Also, first, the engine alone (no HTTP: ``serve.Engine`` in this process, N requests submitted at
 once, ``--max-batch`` rows against one), which shows what batching gives the model's forward
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +45,8 @@ def parse_args():
     p.add_argument("--requests-per-client", type=int, default=2, help="requests per run = this x N (at least 16)")
     p.add_argument("--duration", type=float, default=120.0, help="seconds per run at most")
     p.add_argument("--kernels", choices=("numpy", "numba"), default="numba")
+    p.add_argument("--rounds", type=int, default=3, help="load-test rounds per N and server (median tokens/s; "
+                   "latency percentiles over the requests of all rounds)")
     return p.parse_args()
 
 
@@ -122,7 +126,7 @@ def engine_alone(args) -> dict:
 def main() -> int:
     args = parse_args()
     pin_threads(args.threads)  # before numpy loads; inherited by the server processes
-    from llm_from_scratch.serve.loadtest import run_load
+    from llm_from_scratch.serve.loadtest import percentile, run_load
 
     alone = engine_alone(args)
     print(f"engine alone (no HTTP), {args.max_tokens} greedy tokens per request, {args.threads} thread(s)")
@@ -139,10 +143,11 @@ def main() -> int:
             servers[batching] = start_server(args, batching)
         for batching, (proc, url) in servers.items():
             run_load(url, 2, 4, args.max_tokens, args.duration)  # warm-up
-        for n in args.clients:  # the two take turns at each N, so a busy spell on the machine hits both
-            for batching, (proc, url) in servers.items():
-                results[batching, n] = run_load(url, n, max(16, args.requests_per_client * n), args.max_tokens,
-                                                args.duration)
+        for _ in range(args.rounds):
+            for n in args.clients:  # the two take turns at each N, so a busy spell on the machine hits both
+                for batching, (proc, url) in servers.items():
+                    results.setdefault((batching, n), []).append(
+                        run_load(url, n, max(16, args.requests_per_client * n), args.max_tokens, args.duration))
         for batching, (proc, url) in servers.items():
             with urllib.request.urlopen(url + "/health", timeout=5) as r:
                 stats = json.load(r)
@@ -153,21 +158,28 @@ def main() -> int:
             stop_server(proc)
 
     print(f"{args.run_dir}: {args.max_tokens} greedy tokens per request, {args.threads} thread(s), "
-          f"kernels {args.kernels}, max batch {args.max_batch}")
+          f"kernels {args.kernels}, max batch {args.max_batch}; median tokens/s of {args.rounds} rounds, "
+          f"latency percentiles over all their requests")
     print_header(f"{'N':>4} | {'batching: tok/s':>15} {'p50 s':>7} {'p99 s':>7} | {'one at a time: tok/s':>20} "
                  f"{'p50 s':>7} {'p99 s':>7} | {'throughput ratio':>16}")
     failures = []
     for n in args.clients:
-        b, s = results[True, n], results[False, n]
-        print(f"{n:>4} | {b['tokens_per_second']:>15.0f} {b['latency_p50']:>7.3f} {b['latency_p99']:>7.3f} | "
-              f"{s['tokens_per_second']:>20.0f} {s['latency_p50']:>7.3f} {s['latency_p99']:>7.3f} | "
-              f"{ratio(b['tokens_per_second'] / s['tokens_per_second'], 16)}")
-        for label, r in (("batching", b), ("no batching", s)):
-            if r["errors"]:
-                failures.append(f"N={n} {label}: {r['errors']} errors, the first: {r['first_error']}")
-        if n == 16 and b["tokens_per_second"] < 2 * s["tokens_per_second"]:
-            failures.append(f"N=16: batching gives {b['tokens_per_second']:.0f} tok/s, less than 2x one at a time "
-                            f"({s['tokens_per_second']:.0f})")
+        row = {}
+        for batching in (True, False):
+            runs = results[batching, n]
+            latencies = [t for r in runs for t in r["latencies"]]
+            row[batching] = (statistics.median(r["tokens_per_second"] for r in runs),
+                             percentile(latencies, 50) if latencies else float("nan"),
+                             percentile(latencies, 99) if latencies else float("nan"))
+            errors = sum(r["errors"] for r in runs)
+            if errors:
+                first = next(r["first_error"] for r in runs if r["errors"])
+                failures.append(f"N={n} {'batching' if batching else 'no batching'}: {errors} errors, the first: {first}")
+        (bt, b50, b99), (st, s50, s99) = row[True], row[False]
+        print(f"{n:>4} | {bt:>15.0f} {b50:>7.3f} {b99:>7.3f} | {st:>20.0f} {s50:>7.3f} {s99:>7.3f} | "
+              f"{ratio(bt / st, 16)}")
+        if n == 16 and bt < 2 * st:
+            failures.append(f"N=16: batching gives {bt:.0f} tok/s, less than 2x one at a time ({st:.0f})")
     return report(failures, "FAIL")
 
 

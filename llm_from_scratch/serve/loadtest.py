@@ -62,7 +62,7 @@ def run_load(url: str, concurrency: int, requests: int, max_tokens: int = 32, du
              temperature: float = 0.0, timeout: float = 120.0) -> dict:
     """Send ``requests`` completions from ``concurrency`` closed-loop clients (stopping early
     after ``duration`` seconds) and summarise: requests, errors, completion_tokens, seconds,
-    tokens_per_second, latency_p50, latency_p99 (seconds)."""
+    tokens_per_second, latency_p50, latency_p99 (seconds), and every request's latency."""
     host, port = _target(url)
     for name, value, low, high in (("concurrency", concurrency, 1, 1024), ("requests", requests, 1, MAX_REQUESTS)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -119,7 +119,7 @@ def run_load(url: str, concurrency: int, requests: int, max_tokens: int = 32, du
             "first_error": errors[0] if errors else None, "completion_tokens": tokens[0], "seconds": seconds,
             "tokens_per_second": tokens[0] / seconds,
             "latency_p50": percentile(latencies, 50) if latencies else float("nan"),
-            "latency_p99": percentile(latencies, 99) if latencies else float("nan")}
+            "latency_p99": percentile(latencies, 99) if latencies else float("nan"), "latencies": latencies}
 
 
 def main(argv: list[str] | None = None) -> int:
