@@ -236,6 +236,33 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from llm_from_scratch.serve.app import ServerSettings, serve
+
+    settings = ServerSettings(max_tokens_cap=args.max_tokens, max_body_bytes=args.max_body_bytes,
+                              request_timeout=args.request_timeout)
+    serve(args.run_dir, host=args.host, port=args.port, embeddings_checkpoint=args.embeddings_checkpoint,
+          embeddings=not args.no_embeddings, max_batch=args.max_batch, batching=not args.no_batching,
+          kernels=args.kernels, max_waiting=args.max_waiting, settings=settings, model_name=args.model_name)
+    return 0
+
+
+_SERVE_HELP = """\
+Serve a trained GPT (and the all-MiniLM-L6-v2 sentence embeddings) over HTTP with the API of
+OpenAI, vLLM and llama.cpp's server: POST /v1/completions (stream: true for server-sent events),
+POST /v1/embeddings, GET /v1/models, GET /health, and a playground page at /. Concurrent requests
+are decoded together, one forward pass per step (continuous batching; see
+llm_from_scratch/serve/__init__.py).
+
+examples:
+  llm-scratch serve runs/story                       # then open http://127.0.0.1:8000/
+  curl -s http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+       -d '{"prompt": "Mia was", "max_tokens": 40, "temperature": 0.8}'
+  curl -sN http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \\
+       -d '{"prompt": "Mia was", "max_tokens": 40, "stream": true}'
+"""
+
+
 _SWEEP_HELP = """\
 Train a grid of GPTs over model size N and training tokens D (character tokenizer, bits per
 character on a fixed held-out text) and append one JSON record per finished run to --out.
@@ -384,6 +411,31 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     pb.set_defaults(func=_cmd_pretrain_bert)
+    se = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with continuous batching",
+                        description=_SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    se.add_argument("run_dir", help="a run folder (uses its latest checkpoint) or a checkpoint folder")
+    se.add_argument("--embeddings-checkpoint", default=None, metavar="DIR", help="a sentence-transformers "
+                    "folder for /v1/embeddings (default: the installed all-MiniLM-L6-v2, if it is installed)")
+    se.add_argument("--no-embeddings", action="store_true", help="serve completions only")
+    se.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
+                    "machine only; 0.0.0.0 opens it to the network, with no authentication)")
+    se.add_argument("--port", type=int, default=8000)
+    se.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (rows of the "
+                    "batch KV cache) (default: 16)")
+    se.add_argument("--no-batching", action="store_true", help="one request at a time, the others wait "
+                    "(for comparison)")
+    se.add_argument("--max-tokens", type=int, default=512, help="the largest max_tokens a request may ask "
+                    "for (default: 512)")
+    se.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies are "
+                    "refused with 413 (default: 1000000)")
+    se.add_argument("--request-timeout", type=float, default=60.0, help="seconds a request may take, "
+                    "waiting included, before it ends with an error (default: 60)")
+    se.add_argument("--max-waiting", type=int, default=256, help="requests queued for a free row before "
+                    "new ones get 429 (default: 256)")
+    se.add_argument("--model-name", default=None, help="the model id of the API (default: the run "
+                    "folder's name)")
+    se.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    se.set_defaults(func=_cmd_serve)
     return parser
 
 
