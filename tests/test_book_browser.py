@@ -9,7 +9,8 @@ For every page of ``_build/html`` (whatever pages the table of contents produced
 - the page logged no JavaScript error (console errors, uncaught exceptions, failed loads);
 - every image loaded (``naturalWidth > 0``), and a chapter page shows at least as many
   notebook figures as ``book/_chapter_facts.csv`` records for it;
-- every internal link points at a file that exists, and its ``#anchor`` at an id on that page.
+- every internal link points at a file that exists, and its ``#anchor`` at an id on that page;
+- a chapter page carries its "Run it yourself" note naming its notebook.
 
 A CDN dependency fails it: nothing outside the build can load. A screenshot of each page goes to
 ``_build/screenshots/`` for a person to look at.
@@ -317,6 +318,7 @@ INSPECT_PAGE = r"""
     images: [...document.images].map((i) => ({src: i.src, width: i.naturalWidth,
                                                 output: !!i.closest('.cell_output')})),
     links: [...document.querySelectorAll('a[href]')].map((a) => a.href),
+    runNote: (document.querySelector('.run-it-yourself') || {}).textContent || '',
   };
 })()
 """
@@ -373,8 +375,12 @@ def test_page_renders_offline(browser, page):
     if broken:
         problems.append(f"{len(broken)} broken internal links: {broken[:5]}")
 
+    notebook = Path(page).stem + ".ipynb"
+    if notebook in read_chapter_facts() and notebook not in report["runNote"]:
+        problems.append(f"no 'Run it yourself' note naming {notebook}: {report['runNote']!r}")
+
     figures = sum(1 for image in report["images"] if image["output"] and image["width"] > 0)
-    expected = read_chapter_facts().get(Path(page).stem + ".ipynb", {}).get("figures", 0)
+    expected = read_chapter_facts().get(notebook, {}).get("figures", 0)
     if figures < expected:
         problems.append(f"{figures} notebook figures shown, {CHAPTER_FACTS.name} expects at "
                         f"least {expected}")
