@@ -2,8 +2,10 @@
 
 ``book/_chapter_facts.csv`` records, one line per chapter notebook, how many images its figure
 cells produce (counted from a real execution) and how long it runs. After
-``jupyter-book build``, the executed copies in ``_build/jupyter_execute/`` must hold at least
-that many image outputs. This catches a kernel that draws nothing, e.g. one that inherited
+``jupyter-book build``, the notebook as executed for the book must hold at least that many image
+outputs. It is read from the build's execution cache (``_build/.jupyter_cache``, the entry that
+matches the notebook's current code), or else from the executed copy in
+``_build/jupyter_execute/`` (a build that reuses the cache writes that copy without outputs). This catches a kernel that draws nothing, e.g. one that inherited
 ``MPLBACKEND=Agg`` so ``plt.show()`` emitted no image; nbval does not notice that, since it
 compares text outputs only. The browser test (``test_book_browser.py``) checks the same counts
 on the built HTML pages.
@@ -23,6 +25,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTED = ROOT / "_build" / "jupyter_execute"
+CACHE = ROOT / "_build" / ".jupyter_cache"
 IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg")
 
 
@@ -67,9 +70,34 @@ def count_images(notebook: Path) -> int:
     >>> count_images(path)
     1
     """
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return _count_images(json.loads(notebook.read_text(encoding="utf-8"))["cells"])
+
+
+def _count_images(cells) -> int:
     return sum(1 for cell in cells for output in cell.get("outputs", [])
                if any(kind in output.get("data", {}) for kind in IMAGE_TYPES))
+
+
+def executed_cells(notebook: str) -> list | None:
+    """The cells of ``book/<notebook>`` as the book build executed them, or None if it did not."""
+    if CACHE.is_dir():
+        try:
+            import nbformat
+            from jupyter_cache import get_cache
+
+            cache = get_cache(CACHE)
+            record = cache.match_cache_notebook(nbformat.read(ROOT / "book" / notebook, 4))
+            cells = cache.get_cache_bundle(record.pk).nb.cells
+            if any(cell.get("outputs") for cell in cells):
+                return cells
+        except (ImportError, KeyError, ValueError):
+            pass  # no cache entry for the notebook's current code
+    copy = EXECUTED / "book" / notebook
+    if copy.is_file():
+        cells = json.loads(copy.read_text(encoding="utf-8"))["cells"]
+        if any(cell.get("outputs") for cell in cells):
+            return cells
+    return None
 
 
 def test_every_chapter_notebook_has_one_line_of_facts():
@@ -85,15 +113,15 @@ def test_every_chapter_notebook_has_one_line_of_facts():
 
 @pytest.mark.parametrize("notebook", sorted(read_chapter_facts()))
 def test_executed_notebook_draws_its_figures(notebook):
-    executed = EXECUTED / "book" / notebook
-    if not executed.is_file():
-        message = (f"no executed copy {executed}; build the book first: "
-                   f"jupyter-book build . --all -W")
+    cells = executed_cells(notebook)
+    if cells is None:
+        message = (f"{notebook} has no executed version in {CACHE} or {EXECUTED}; build the "
+                   f"book first: jupyter-book build . --all -W")
         if os.environ.get("CI"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     expected = read_chapter_facts()[notebook]["figures"]
-    found = count_images(executed)
+    found = _count_images(cells)
     print(f"{notebook}: {found} image outputs, expected at least {expected}")
     assert found >= expected, (f"{notebook} produced {found} image outputs when executed, "
                                f"expected at least {expected} ({CHAPTER_FACTS.name}); is "
