@@ -309,8 +309,12 @@ INSPECT_PAGE = r"""
     math: maths.length,
     untypeset: maths.filter((m) => !m.querySelector('mjx-container'))
                     .map((m) => m.textContent.slice(0, 80)),
-    mathjaxErrors: [...document.querySelectorAll('mjx-merror, [data-mjx-error]')]
-                    .map((e) => e.getAttribute('data-mjx-error') || e.textContent).slice(0, 5),
+    // Errors, and undefined macros (MathJax draws those as red text, e.g. a lost \R).
+    mathjaxErrors: [...document.querySelectorAll(
+                      'mjx-merror, [data-mjx-error], [data-mml-node="merror"], '
+                      + 'g[data-mml-node="mtext"][fill="red"]')]
+                    .map((e) => e.getAttribute('data-mjx-error') || e.textContent
+                                || e.outerHTML.slice(0, 120)).slice(0, 5),
     rawTex,
     mermaid: mermaids().length,
     mermaidUndrawn: mermaids().filter((m) => !m.querySelector('svg'))
