@@ -47,3 +47,10 @@ def transformers():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# pytest's own process draws with Agg (no display needed). Notebook kernels are separate
+# processes and keep the inline backend, so the built book shows every figure.
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
