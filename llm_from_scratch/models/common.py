@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +13,7 @@ import numpy as np
 from llm_from_scratch import safetensors
 
 __all__ = ["check_arrays", "check_params", "maybe_dropout_forward", "maybe_dropout_backward", "check_checkpoint",
-           "read_checkpoint_config", "cast_params", "read_config", "write_json", "load_tensors"]
+           "read_checkpoint_config", "cast_params", "read_config", "write_json", "write_checkpoint", "load_tensors"]
 
 
 def check_arrays(params: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> np.dtype:
@@ -146,6 +145,15 @@ def write_json(path: Path, d: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(d, indent=2) + "\n")
+
+
+def write_checkpoint(directory, tensors: dict[str, np.ndarray], config: dict) -> None:
+    """A Hugging Face checkpoint folder: ``model.safetensors`` (``tensors``) and ``config.json``
+    (``config``), each written through a temporary file and a rename."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    safetensors.save(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    write_json(directory / "config.json", config)
 
 
 def load_tensors(directory: Path) -> dict[str, np.ndarray]:

@@ -61,7 +61,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from llm_from_scratch import safetensors
 from llm_from_scratch.attention import MHACache, mha_backward, mha_forward
 from llm_from_scratch.kernels.backend import KERNELS, get_ops
 from llm_from_scratch.models import common
@@ -550,11 +549,8 @@ def save_pretrained(params: dict[str, np.ndarray], config: GPTConfig, directory)
     a temporary file and a rename, so an interrupted save leaves the old checkpoint intact.
     """
     dtype = check_params(params, config)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    safetensors.save({name: params[name] for name in param_shapes(config)}, directory / "model.safetensors",
-                     metadata={"format": "pt"})
-    write_json(directory / "config.json", {**config.to_dict(), "dtype": str(dtype)})
+    common.write_checkpoint(directory, {name: params[name] for name in param_shapes(config)},
+                            {**config.to_dict(), "dtype": str(dtype)})
 
 
 def from_pretrained(directory, dtype=None, config: GPTConfig | None = None

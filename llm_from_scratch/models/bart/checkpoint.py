@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from llm_from_scratch import safetensors
+from llm_from_scratch.models import common
 from llm_from_scratch.models.bart.config import BartConfig
 from llm_from_scratch.models.bart.model import check_params, param_shapes
-from llm_from_scratch.models.common import (cast_params, check_checkpoint, load_tensors, read_checkpoint_config,
-                                            write_json)
+from llm_from_scratch.models.common import cast_params, check_checkpoint, load_tensors, read_checkpoint_config
 
 __all__ = ["save_pretrained", "from_pretrained"]
 
@@ -34,11 +33,8 @@ def save_pretrained(params: dict[str, np.ndarray], config: BartConfig, directory
     ``BartForConditionalGeneration.from_pretrained(directory)`` loads the model. Both files go
     through a temporary file and a rename."""
     dtype = check_params(params, config)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    safetensors.save({name: params[name] for name in param_shapes(config)}, directory / "model.safetensors",
-                     metadata={"format": "pt"})
-    write_json(directory / "config.json", {**config.to_dict(), "dtype": str(dtype)})
+    common.write_checkpoint(directory, {name: params[name] for name in param_shapes(config)},
+                            {**config.to_dict(), "dtype": str(dtype)})
 
 
 def from_pretrained(directory, dtype=None, config: BartConfig | None = None
