@@ -79,7 +79,17 @@ def test_command_reproduces_committed_first_losses():
     record = json.loads((CHECKPOINT / TRAINING_FILE).read_text(encoding="utf-8"))
     first = record["first_losses"]
     assert len(first) >= 3
-    replay = pretrain_storyworld_bert(None, **record["arguments"], stop_after=len(first), record_steps=len(first))
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)  # the command ran on one thread: the order of every sum is then the same
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            replay = pretrain_storyworld_bert(None, **record["arguments"], stop_after=len(first),
+                                              record_steps=len(first))
+    finally:
+        numba.set_num_threads(before)
     diff = max(abs(a - b) for a, b in zip(replay["first_losses"], first))
     print("committed first losses", first, "\nreplayed", replay["first_losses"], "\nmax abs difference", diff)
     assert replay["first_losses"] == first
