@@ -98,8 +98,8 @@ def membership(n_train: int = 300, n_val: int = 300, steps=(250, 500, 1000, 2000
     AUC as training goes on (at width 64), and as the model grows (at ``size_steps`` steps)."""
     train, val = _stories(n_train, n_val, seed)
     tok = _tokenizer(*train, *val)
-    settings = [(64, s) for s in steps] + [(c, size_steps) for c in sizes if (c, size_steps) not in
-                                           [(64, s) for s in steps]]
+    by_steps = [(64, s) for s in steps]  # (width, steps): the training-length series, then the sizes
+    settings = by_steps + [(c, size_steps) for c in sizes if (c, size_steps) not in by_steps]
     records = []
     for n_embd, n_steps in settings:
         params, config = _train("".join(train), "".join(val), tok, 2, n_embd, n_steps, seed)
