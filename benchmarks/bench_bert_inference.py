@@ -96,7 +96,8 @@ def main() -> int:
     def ours_model(work):
         out = np.zeros((len(work[0]), config.hidden_size), dtype=np.float32)  # (N, C)
         for rows, input_ids, mask in work[1]:
-            hidden, _, _ = bert_forward(params, config, input_ids, attention_mask=mask, kernels="numba")  # (B, T, C)
+            hidden, _, _ = bert_forward(params, config, input_ids, attention_mask=mask, kernels="numba",
+                                        inference=True)  # (B, T, C)
             m = mask[:, :, None].astype(np.float32)  # (B, T, 1)
             v = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)  # (B, C)
             out[rows] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)

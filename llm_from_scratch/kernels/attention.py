@@ -71,9 +71,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from llm_from_scratch.kernels.ops import FASTMATH, vexp
+from llm_from_scratch.attention import merge_heads, split_heads
+from llm_from_scratch.kernels.ops import _NO_TRANS, _TRANS, BLAS, FASTMATH, _gemm, vexp
 
-__all__ = ["attention_forward", "attention_backward"]
+__all__ = ["attention_forward", "attention_backward", "self_attention_packed"]
 
 # Dimension letters, as in llm_from_scratch.attention: B batch, NH heads, T sequence length
 # (queries and keys), HS head size. Tp is T rounded up to a multiple of LANES.
@@ -413,3 +414,109 @@ def attention_backward(dout: np.ndarray, cache):
         _attention_backward_heads(dout, q, k, v, out, lse, q.dtype.type(scale), causal, km is not None,
                                   km if km is not None else np.ones((1, 1), dtype=bool), dq, dk, dv)
     return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------
+# inference: bidirectional attention straight from the fused q, k, v projection
+
+# For inference nothing is kept for a backward pass, and BERT's attention is not causal, so
+# each (batch, head) pair is two matrix products around a row softmax, and the products are
+# OpenBLAS's gemm run on the calling numba thread (``ops._gemm``):
+#
+#     S = Q_h K_h^T               (T, n)  scores of every query against the keys 0 .. n - 1
+#     P = softmax(S / sqrt(HS))   row by row, padded keys at -inf
+#     Y_h = P V_h                 (T, HS)
+#
+# Q_h, K_h and V_h are read in place from the (B, T, 3C) output of the fused projection (a
+# leading dimension of 3C), and Y_h is written in place into the (B, T, C) merged output (a
+# leading dimension of C): the heads are never split or merged by copying. n is one past the
+# last real key of the sequence, so padding at the end of a batch's shorter sequences is not
+# multiplied at all; a masked key before it gets probability 0.
+
+@njit(fastmath=FASTMATH, parallel=True, cache=True)
+def _self_attention_packed_heads(qkv, NH, scale, has_mask, key_mask, out):
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    HS = C // NH
+    dt = qkv.dtype.type
+    zero = dt(0.0)
+    size = qkv.itemsize
+    for bh in prange(B * NH):
+        b = bh // NH
+        h = bh - b * NH
+        n = T  # keys 0 .. n - 1 are multiplied: up to the last real one
+        if has_mask:
+            n = 0
+            for j in range(T):
+                if key_mask[b, j]:
+                    n = j + 1
+        if n == 0:  # every key is padding: output 0, as attention_forward gives
+            for i in range(T):
+                for c in range(HS):
+                    out[b, i, h * HS + c] = zero
+            continue
+        q_at = qkv.ctypes.data + (b * T * C3 + h * HS) * size  # Q_h: (T, HS), rows 3C apart
+        k_at = q_at + C * size  # K_h
+        v_at = q_at + 2 * C * size  # V_h
+        s = np.empty((T, n), qkv.dtype)  # (T, n) scores, then probabilities
+        _gemm(_NO_TRANS, _TRANS, T, n, HS, q_at, C3, k_at, C3, s.ctypes.data, n, zero)  # S = Q_h K_h^T
+        for i in range(T):
+            for j in range(n):
+                s[i, j] *= scale
+            if has_mask:
+                for j in range(n):
+                    if not key_mask[b, j]:
+                        s[i, j] = -np.inf
+            m = _row_max(s, i, n)
+            total = zero
+            for j in range(n):
+                e = vexp(s[i, j] - m)  # exp(-inf) = 0 for padded keys
+                s[i, j] = e
+                total += e
+            inv = dt(1.0) / total
+            for j in range(n):
+                s[i, j] *= inv
+        _gemm(_NO_TRANS, _NO_TRANS, T, HS, n, s.ctypes.data, n, v_at, C3,
+              out.ctypes.data + (b * T * C + h * HS) * size, C, zero)  # Y_h = P V_h
+
+
+def self_attention_packed(qkv: np.ndarray, NH: int, key_mask: np.ndarray | None = None) -> np.ndarray:
+    """Bidirectional multi-head attention for inference, from the fused projection ``qkv``
+    (B, T, 3C) (queries, keys, values along the last axis, GPT-2's ``c_attn`` layout) to the
+    merged heads (B, T, C); ``key_mask`` (B, T) is True for real tokens (None: all real).
+
+    The same result, to float rounding, as the numpy reference
+    ``merge_heads(attention.attention_forward(split_heads(q, NH), split_heads(k, NH),
+    split_heads(v, NH), causal=False, key_mask=key_mask)[0])`` with ``q, k, v =
+    np.split(qkv, 3, axis=2)``, but without a cache (nothing for a backward pass), without
+    copies to split or merge the heads, and without work on the padding after a sequence's last
+    real key. A query whose keys are all padding gets output 0.
+
+    Example: two keys with equal scores are averaged, whatever the queries.
+
+    >>> qkv = np.array([[[0.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+    ...                  [0.0, 0.0, 1.0, 0.0, 3.0, 2.0]]])  # (B, T, 3C) = (1, 2, 6): q = k = 0
+    >>> self_attention_packed(qkv, NH=1)
+    array([[[2., 1.],
+            [2., 1.]]])
+    >>> self_attention_packed(qkv, NH=1, key_mask=np.array([[True, False]]))  # the second key is padding
+    array([[[1., 0.],
+            [1., 0.]]])
+    """
+    if not isinstance(qkv, np.ndarray) or qkv.dtype not in (np.float32, np.float64) or qkv.ndim != 3:
+        got = f"{qkv.dtype} {qkv.shape}" if isinstance(qkv, np.ndarray) else type(qkv).__name__
+        raise ValueError(f"qkv must be a float32 or float64 (B, T, 3C) numpy array, got {got}")
+    B, T, C3 = qkv.shape
+    if isinstance(NH, bool) or not isinstance(NH, (int, np.integer)) or NH < 1 or C3 % (3 * NH):
+        raise ValueError(f"qkv's last axis 3C = {C3} must split into q, k, v of NH = {NH!r} heads each "
+                         f"(3C divisible by 3 * NH)")
+    km = None if key_mask is None else _check_key_mask(key_mask, B, T)  # (B, T)
+    qkv = np.ascontiguousarray(qkv)  # (B, T, 3C)
+    out = np.empty((B, T, C3 // 3), dtype=qkv.dtype)  # (B, T, C)
+    if BLAS is None:  # no gemm to call: the reference, through the kernel of the training path
+        q, k, v = (split_heads(a, NH) for a in np.split(qkv, 3, axis=2))  # 3 x (B, NH, T, HS)
+        return merge_heads(attention_forward(q, k, v, causal=False, key_mask=km)[0])
+    if T and B:
+        BLAS.run_single_threaded(_self_attention_packed_heads, qkv, int(NH), qkv.dtype.type(1.0 / np.sqrt(C3 // 3 // NH)),
+                                 km is not None, km if km is not None else np.ones((1, 1), dtype=bool), out)
+    return out

@@ -113,7 +113,8 @@ def encode_sentences(params: dict[str, np.ndarray], config: BertConfig, tokenize
         for r, i in enumerate(rows):
             input_ids[r, :len(ids[i])] = ids[i]
             mask[r, :len(ids[i])] = 1
-        hidden, _, _ = encoder_forward(params, config, input_ids, None, mask, kernels, pool=False)  # (B, T, C)
+        hidden, _, _ = encoder_forward(params, config, input_ids, None, mask, kernels, pool=False,
+                                       inference=True)  # (B, T, C)
         if pooling == "mean":
             m = mask[:, :, None].astype(hidden.dtype)  # (B, T, 1)
             vectors = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)  # (B, C)

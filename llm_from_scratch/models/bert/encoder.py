@@ -76,8 +76,8 @@ from llm_from_scratch.ops import GELU_APPROXIMATE
 
 __all__ = ["BertConfig", "KERNELS", "HEADS", "param_shapes", "heads_of", "num_params", "init_params",
            "check_params", "dense_forward", "dense_backward", "LayerCache", "layer_forward", "layer_backward",
-           "EncoderCache", "encoder_forward", "encoder_backward", "all_grads", "check_train", "classifier_dropout",
-           "bert_forward", "bert_backward"]
+           "layer_inference", "EncoderCache", "encoder_forward", "encoder_backward", "all_grads", "check_train",
+           "classifier_dropout", "bert_forward", "bert_backward"]
 
 HEADS = ("pooler", "mlm", "classifier", "qa")  # the optional parts of a parameter dict, in state-dict order
 
@@ -467,6 +467,33 @@ def layer_forward(x: np.ndarray, params: dict[str, np.ndarray], layer: int, conf
     return y, LayerCache(K, h, attn, drop_a, ln_a, fc1, gelu, fc2, drop_m, ln_m)
 
 
+def layer_inference(x: np.ndarray, params: dict[str, np.ndarray], layer: int, config: BertConfig,
+                    key_mask: np.ndarray | None = None) -> np.ndarray:
+    """``layer_forward`` for inference with the numba kernels: the same output ``y`` (B, T, C) to
+    float rounding, and no cache. The attention reads q, k, v in place from the fused projection
+    and writes the merged heads in place (``kernels.attention.self_attention_packed``), and
+    padding after a sequence's last real token is left out of the attention products."""
+    from llm_from_scratch.kernels.attention import self_attention_packed  # numba, imported when first used
+
+    h, p, K, eps = f"bert.encoder.layer.{layer}.", params, get_ops("numba"), config.layer_norm_eps
+    s, o = h + "attention.self.", h + "attention.output.dense."
+    B, T, C = x.shape
+    w_qkv = np.concatenate([p[s + "query.weight"], p[s + "key.weight"], p[s + "value.weight"]])  # (3C, C)
+    b_qkv = np.concatenate([p[s + "query.bias"], p[s + "key.bias"], p[s + "value.bias"]])  # (3C,)
+    x2 = x.reshape(B * T, C)  # (N, C), N = B*T rows
+    qkv, _ = K.linear_forward(x2, w_qkv.T, b_qkv)  # (N, C) @ (C, 3C) -> (N, 3C)
+    y = self_attention_packed(qkv.reshape(B, T, 3 * C), config.num_attention_heads, key_mask)  # (B, T, C)
+    a, _ = K.linear_forward(y.reshape(B * T, C), p[o + "weight"].T, p[o + "bias"])  # (N, C)
+    x2, _ = K.layernorm_forward(x2 + a, p[h + "attention.output.LayerNorm.weight"],
+                                p[h + "attention.output.LayerNorm.bias"], eps)  # (N, C)
+    u, _ = K.linear_forward(x2, p[h + "intermediate.dense.weight"].T, p[h + "intermediate.dense.bias"])  # (N, F)
+    g, _ = K.gelu_forward(u, approximate=GELU_APPROXIMATE[config.hidden_act])  # (N, F)
+    m, _ = K.linear_forward(g, p[h + "output.dense.weight"].T, p[h + "output.dense.bias"])  # (N, C)
+    y, _ = K.layernorm_forward(x2 + m, p[h + "output.LayerNorm.weight"], p[h + "output.LayerNorm.bias"],
+                               eps)  # (N, C)
+    return y.reshape(B, T, C)
+
+
 def layer_backward(dy: np.ndarray, cache: LayerCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Gradients of ``layer_forward``: ``(dx, grads)``, ``grads`` keyed by the layer's names."""
     K, h, c, grads = cache.ops, cache.prefix, cache, {}
@@ -515,11 +542,17 @@ class EncoderCache(NamedTuple):
 
 
 def encoder_forward(params, config, input_ids, token_type_ids=None, attention_mask=None, kernels="numpy",
-                    train=False, rng=None, pool=True):
+                    train=False, rng=None, pool=True, inference=False):
     """Hidden states (B, T, C), the pooled [CLS] vector (B, C) or None (``pool=False``), and the
-    cache of both, an ``EncoderCache``. The model behind every ``bert_*_forward``."""
+    cache of both, an ``EncoderCache``. The model behind every ``bert_*_forward``.
+
+    ``inference=True`` keeps no cache (the third value is None, so there is no backward pass);
+    float32 parameters with ``kernels="numba"`` then run ``layer_inference``, the other cases
+    ``layer_forward`` with each layer's cache dropped as soon as it is made."""
     if not isinstance(config, BertConfig):
         raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
+    if inference and train:
+        raise ValueError("inference=True keeps no cache for a backward pass, so it cannot train: pass train=False")
     K = get_ops(kernels)
     dtype = check_params(params, config)
     token_type_ids, key_mask = _check_inputs(config, input_ids, token_type_ids, attention_mask)
@@ -535,15 +568,22 @@ def encoder_forward(params, config, input_ids, token_type_ids=None, attention_ma
                                   config.layer_norm_eps)  # (B, T, C)
     x, drop_e = maybe_dropout_forward(K, x, config.hidden_dropout_prob, rng, train)  # (B, T, C)
     layers = []
+    fused = inference and K.name == "numba" and dtype == np.float32
     for i in range(config.num_hidden_layers):
+        if fused:
+            x = layer_inference(x, p, i, config, key_mask)  # (B, T, C)
+            continue
         x, layer = layer_forward(x, p, i, config, K, key_mask, train, rng)  # (B, T, C)
-        layers.append(layer)
+        if not inference:
+            layers.append(layer)
     pooled, pool_cache = None, None
     if pool:
         # pooler: tanh(W_p x[:, 0] + b_p), the [CLS] token's vector
         z, pool_dense = dense_forward(K, x[:, 0], p["bert.pooler.dense.weight"], p["bert.pooler.dense.bias"])  # (B, C)
         pooled, pool_tanh = K.tanh_forward(z)  # (B, C)
         pool_cache = (pool_dense, pool_tanh)
+    if inference:
+        return x, pooled, None
     cache = EncoderCache(config, K, dtype, list(param_shapes(config, heads_of(params))), input_ids.shape,
                          word_cache, seg_cache, ln_e, drop_e, layers, pool_cache)
     return x, pooled, cache
@@ -589,13 +629,16 @@ def all_grads(grads: dict, cache: EncoderCache) -> dict[str, np.ndarray]:
 
 def bert_forward(params: dict[str, np.ndarray], config: BertConfig, input_ids: np.ndarray,
                  token_type_ids: np.ndarray | None = None, attention_mask: np.ndarray | None = None,
-                 kernels: str = "numpy", train: bool = False, rng: np.random.Generator | None = None):
+                 kernels: str = "numpy", train: bool = False, rng: np.random.Generator | None = None,
+                 inference: bool = False):
     """The encoder, as Hugging Face's ``BertModel``: hidden states (B, T, C) of ``input_ids``
     (B, T), and the pooled [CLS] vector (B, C) when ``params`` has the pooler (else None).
 
     ``token_type_ids`` (B, T) default to 0; ``attention_mask`` (B, T) is 1 for real tokens and 0
     for padding (default: all real). Returns ``(hidden, pooled, cache)``. ``train=True`` applies
     the config's dropout with masks drawn from ``rng``; ``kernels`` is "numpy" or "numba".
+    ``inference=True`` keeps no cache (the third value is None) and, in float32 with
+    ``kernels="numba"``, runs the fused inference kernels (``layer_inference``).
 
     Example: a sequence padded with two [PAD] tokens gives, at its real tokens, the same vectors
     as the sequence alone: the padding is masked out of every attention.
@@ -614,7 +657,8 @@ def bert_forward(params: dict[str, np.ndarray], config: BertConfig, input_ids: n
     """
     check_train(config, train, rng)
     pool = isinstance(params, dict) and "bert.pooler.dense.weight" in params
-    return encoder_forward(params, config, input_ids, token_type_ids, attention_mask, kernels, train, rng, pool)
+    return encoder_forward(params, config, input_ids, token_type_ids, attention_mask, kernels, train, rng, pool,
+                           inference)
 
 
 def bert_backward(cache: EncoderCache, dhidden: np.ndarray | None = None, dpooled: np.ndarray | None = None
