@@ -2,7 +2,8 @@
 
 Timing: ``median_seconds`` warms every function up once (numba compiles, buffers are
 allocated), then times them in interleaved rounds, so a busy spell on a shared machine hits all
-of them alike, and reports the median of each. Ratios measured side by side this way are the
+of them alike, and reports the median of each (``round_seconds`` gives every round's time, for
+the ratio within each round and its spread). Ratios measured side by side this way are the
 figures to quote; absolute times drift from run to run.
 
 Threads: numpy's BLAS reads its thread count once, when numpy is first imported, so a script
@@ -74,10 +75,12 @@ def timed(fn: Callable):
     return time.perf_counter() - start, out
 
 
-def median_seconds(fns: dict[str, Callable], repeats: int | dict[str, int]) -> dict[str, tuple[float, object]]:
-    """``{name: (median seconds per call, the last result)}``: one warm-up call each, then
+def round_seconds(fns: dict[str, Callable], repeats: int | dict[str, int]
+                  ) -> dict[str, tuple[list[float], object]]:
+    """``{name: (seconds of each timed round, the last result)}``: one warm-up call each, then
     interleaved rounds; ``repeats`` is one count for all or a count per name (a slow function
-    can sit out the later rounds)."""
+    can sit out the later rounds). Round ``i`` of two functions ran back to back, so the ratio
+    of their times in that round is the figure least disturbed by the rest of the machine."""
     counts = repeats if isinstance(repeats, dict) else dict.fromkeys(fns, repeats)
     outs = {name: fn() for name, fn in fns.items()}  # warm-up: compile, allocate, fill caches
     times = {name: [] for name in fns}
@@ -86,7 +89,12 @@ def median_seconds(fns: dict[str, Callable], repeats: int | dict[str, int]) -> d
             if i < counts[name]:
                 seconds, outs[name] = timed(fn)
                 times[name].append(seconds)
-    return {name: (statistics.median(times[name]), outs[name]) for name in fns}
+    return {name: (times[name], outs[name]) for name in fns}
+
+
+def median_seconds(fns: dict[str, Callable], repeats: int | dict[str, int]) -> dict[str, tuple[float, object]]:
+    """``{name: (median seconds per call, the last result)}`` of ``round_seconds``."""
+    return {name: (statistics.median(times), out) for name, (times, out) in round_seconds(fns, repeats).items()}
 
 
 # the columns and the footnote of a table comparing a numba twin with its numpy reference and PyTorch

@@ -8,14 +8,16 @@ sorted by length and cut into batches of ``--batch-size``, each padded to its lo
 sentence-transformers does. Two timings per workload, in sentences per second:
 
 - *model*: the encoder and the pooling alone, on token ids made beforehand: ours
-  ``bert_forward(..., kernels="numba")``, theirs ``AutoModel`` under ``torch.inference_mode()``;
-  then mean pooling over real tokens and L2 normalisation, in numpy for us and in torch for them;
+  ``bert_forward(..., kernels="numba", inference=True)`` (no cache for a backward pass), theirs
+  ``AutoModel`` under ``torch.inference_mode()``; then mean pooling over real tokens and L2 normalisation, in numpy for us and in torch for them;
 - *end to end*: from strings, tokenizers included: ours ``encode_sentences`` (the pure-Python
   WordPiece tokenizer of ``llm_from_scratch.tokenizers``), theirs ``AutoTokenizer`` (the Rust
   ``tokenizers`` library) followed by the model and the pooling.
 
-Each figure is the median of ``--repeats`` timed rounds after a warm-up round; the implementations
-take turns, so a busy spell on a shared machine hits all of them. numpy's BLAS, numba and PyTorch
+Each rate is the median of ``--repeats`` timed rounds after a warm-up round; the implementations
+take turns, so a busy spell on a shared machine hits all of them. The ratio is the median of the
+ratios within each round (ours and theirs ran back to back), with the lowest and highest round
+beside it: on a loaded machine that spread is the figure's error bar. numpy's BLAS, numba and PyTorch
 all get ``--threads`` threads (1 by default: the figures on a busy two-core machine are steadier).
 The largest difference between our embeddings and theirs is printed too.
 
@@ -27,9 +29,10 @@ embeddings differ from theirs by more than 1e-4.
 
 from __future__ import annotations
 
+import statistics
 import sys
 
-from _bench import add_repeats, add_threads, median_seconds, parser, pin_threads, print_header, ratio, set_threads
+from _bench import add_repeats, add_threads, parser, pin_threads, print_header, ratio, round_seconds, set_threads
 
 
 def parse_args():
@@ -134,7 +137,7 @@ def main() -> int:
     print(f"all-MiniLM-L6-v2 sentence embeddings on the CPU, batch {ARGS.batch_size}, {ARGS.threads} thread(s) for "
           f"numpy's BLAS, numba and PyTorch {torch.__version__}; median of {ARGS.repeats} rounds; sentences/s")
     header = (f"{'workload':<22}{'texts':>6}{'tokens':>8}{'':>4}{'ours':>9}{'transformers':>14}{'ours/theirs':>13}"
-              f"{'max |diff|':>12}")
+              f"{'rounds: lowest, highest':>25}{'max |diff|':>12}")
     print_header(header)
     failed = False
     for name, texts in workloads(ARGS.n).items():
@@ -148,13 +151,16 @@ def main() -> int:
         for kind, fns in (("model", {"ours": lambda: ours_model(work), "theirs": lambda: theirs_model(work)}),
                           ("end to end", {"ours": lambda: ours_end_to_end(texts),
                                           "theirs": lambda: theirs_end_to_end(texts)})):
-            t = median_seconds(fns, ARGS.repeats)
+            t = round_seconds(fns, ARGS.repeats)
             diff = float(np.abs(t["ours"][1] - t["theirs"][1]).max())
             failed |= diff > TOLERANCE
-            rate = {k: len(texts) / v[0] for k, v in t.items()}
+            rate = {k: len(texts) / statistics.median(v[0]) for k, v in t.items()}
+            rounds = [theirs / ours for ours, theirs in zip(t["ours"][0], t["theirs"][0])]  # ours/theirs speed
             print(f"{name:<22}{len(texts):>6}{tokens:>8}{'':>4}{rate['ours']:>9.0f}{rate['theirs']:>14.0f}"
-                  f"{ratio(rate['ours'] / rate['theirs'], 13)}{diff:>12.1e}   ({kind})")
-    print("(model: the encoder and pooling on ready token ids; end to end: tokenizer included)")
+                  f"{ratio(statistics.median(rounds), 13)}{min(rounds):>17.2f}x,{max(rounds):>6.2f}x{diff:>12.1e}"
+                  f"   ({kind})")
+    print("(model: the encoder and pooling on ready token ids; end to end: tokenizer included; ours/theirs: the "
+          "median of the rounds' ratios of sentences/s)")
     if failed:
         print(f"FAILED: embeddings differ from transformers' by more than {TOLERANCE}")
     return 1 if failed else 0

@@ -172,3 +172,67 @@ def test_matches_pytorch_sdpa(torch, rng, shape, dtype, tol):
         theirs = theirs.numpy()
         scale = max(1.0, float(np.max(np.abs(theirs))))
         assert_close(ours, theirs, rtol=tol, atol=tol * scale, name=name)
+
+
+# ----------------------------------------------------------------------------------------
+# inference: self_attention_packed, from the fused (B, T, 3C) projection to the merged heads
+
+
+def packed_reference(x, NH, key_mask):
+    """The numpy reference, composed: split q, k, v and the heads, attend, merge the heads."""
+    q, k, v = (ref.split_heads(a, NH) for a in np.split(x, 3, axis=2))  # 3 x (B, NH, T, HS)
+    return ref.merge_heads(ref.attention_forward(q, k, v, causal=False, key_mask=key_mask)[0])  # (B, T, C)
+
+
+def packed_masks(B, T):
+    """Key masks that exercise every branch: none; padding at the end of all but the first row
+    (the batches of sorted sentences); and, from B = 3 on, a row padded at its start and in its
+    middle and a row of padding only."""
+    tail = np.ones((B, T), dtype=bool)
+    for b in range(1, B):
+        tail[b, T - b * T // (B + 1):] = False
+    holes = tail.copy()
+    if B > 2:
+        holes[1, 0] = False
+        holes[1, T // 2] = False
+        holes[2] = False
+    return [None, tail, holes]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("B,T,NH,HS", [(1, 1, 1, 4), (3, 5, 2, 3), (4, 19, 3, 5), (3, 40, 12, 32)])
+def test_packed_inference_attention_matches_reference(rng, dtype, B, T, NH, HS):
+    x = rng.standard_normal((B, T, 3 * NH * HS)).astype(dtype)  # (B, T, 3C)
+    for km in packed_masks(B, T):
+        out = kattn.self_attention_packed(x, NH, km)
+        expected = packed_reference(x, NH, km)
+        print(f"B, T, NH, HS = {B, T, NH, HS} {np.dtype(dtype).name} mask {km is not None}: "
+              f"max abs difference {np.abs(out - expected).max():.1e}")
+        assert out.shape == (B, T, NH * HS) and out.dtype == dtype
+        same(out, expected, dtype, "packed attention")
+        if km is not None and not km.all(axis=1).all():
+            empty = ~km.any(axis=1)  # sequences of padding only get 0
+            assert np.all(out[empty] == 0)
+
+
+def test_packed_inference_attention_is_the_same_on_one_thread(rng):
+    x = rng.standard_normal((3, 37, 3 * 4 * 8)).astype(np.float32)
+    km = packed_masks(3, 37)[2]
+    out = kattn.self_attention_packed(x, 4, km)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        out1 = kattn.self_attention_packed(x, 4, km)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(out, out1)
+
+
+def test_packed_inference_attention_errors(rng):
+    x = rng.standard_normal((2, 5, 12))
+    with pytest.raises(ValueError, match=r"3C = 12 must split into q, k, v of NH = 3 heads"):
+        kattn.self_attention_packed(x, 3)
+    with pytest.raises(ValueError, match=r"\(B, T, 3C\)"):
+        kattn.self_attention_packed(x[0], 2)
+    with pytest.raises(ValueError, match=r"boolean \(B, T\) = \(2, 5\)"):
+        kattn.self_attention_packed(x, 2, key_mask=np.ones((2, 4), dtype=bool))

@@ -327,6 +327,36 @@ def test_numba_kernels_match_numpy(dtype, tol):
                              name=f"{head}, train={train}: gradient of {name}")
 
 
+def test_inference_mode_matches_the_training_forward():
+    # inference=True keeps no cache; float32 with the numba kernels runs layer_inference (fused
+    # attention, padding skipped), everything else the same layers as without it
+    cfg = BertConfig(vocab_size=37, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
+                     max_position_embeddings=16, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    rng = np.random.default_rng(3)
+    ids, tt, mask = _batch(rng, cfg, B=4, T=13)
+    mask[1, 9:] = 0  # padding at the end, as in sorted batches
+    mask[2, [0, 5]] = 0  # holes before the last real token
+    mask[3] = 0  # nothing real: its outputs are whatever the padding gives, the same on both paths
+    for dtype, tol in ((np.float64, 0.0), (np.float32, 2e-6)):
+        params = _random_params(cfg, heads=("pooler",), seed=4, dtype=dtype)
+        expected, expected_pooled, _ = bert_forward(params, cfg, ids, tt, mask, kernels="numpy")
+        for kernels in ("numpy", "numba"):
+            hidden, pooled, cache = bert_forward(params, cfg, ids, tt, mask, kernels=kernels, inference=True)
+            assert cache is None and hidden.dtype == dtype and pooled.dtype == dtype
+            same_path = dtype == np.float64 or kernels == "numpy"  # the path itself is unchanged
+            reference = bert_forward(params, cfg, ids, tt, mask, kernels=kernels)[:2] if same_path else \
+                (expected, expected_pooled)
+            print(f"{np.dtype(dtype).name} {kernels}: max abs difference "
+                  f"{np.abs(hidden - reference[0]).max():.1e}")
+            if same_path:
+                assert np.array_equal(hidden, reference[0]) and np.array_equal(pooled, reference[1])
+            else:
+                assert_close(hidden, reference[0], rtol=tol, atol=tol, name="inference hidden, numba float32")
+                assert_close(pooled, reference[1], rtol=tol, atol=tol, name="inference pooled, numba float32")
+    with pytest.raises(ValueError, match="cannot train"):
+        bert_forward(params, cfg, ids, tt, mask, train=True, rng=rng, inference=True)
+
+
 def test_bad_inputs_give_clear_errors():
     params = init_params(TINY, heads=("pooler", "mlm"))
     ids = np.array([[2, 5, 6, 3]])
@@ -789,6 +819,33 @@ def test_minilm_sentence_embeddings_match_transformers(minilm, torch, transforme
     assert diff < 1e-4, f"max abs difference {diff:.2e}"
     cosine = ours @ ours.T  # related sentences are closer than unrelated ones
     assert cosine[1, 2] > cosine[1, 7]
+
+
+@pytest.mark.parity
+def test_minilm_inference_path_matches_transformers_to_1e_6(minilm, torch, transformers):
+    # the fused float32 inference path (bert_forward(..., inference=True), encode_sentences) on
+    # a batch padded as sorted batches are: the sentence vectors agree to 1e-6
+    folder, params, config, tok, options = minilm
+    transformers.logging.set_verbosity_error()
+    model = transformers.AutoModel.from_pretrained(str(folder)).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+    texts = SENTENCES[:-1]  # (the 256-token one alone would make the batch mostly padding)
+    enc = hf_tok(texts, padding=True, truncation=True, max_length=256, return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)  # (N, T)
+    hidden, pooled, cache = bert_forward(params, config, ids, attention_mask=mask, kernels="numba", inference=True)
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+    real = mask.astype(bool)  # (N, T): the padded positions' vectors are not used
+    hidden_diff = float(np.abs(hidden - out.last_hidden_state.numpy())[real].max())
+    pooled_diff = float(np.abs(pooled - out.pooler_output.numpy()).max())
+    ours = encode_sentences(params, config, tok, texts, batch_size=4, kernels="numba", **options)
+    m = torch.from_numpy(mask).unsqueeze(-1).to(out.last_hidden_state.dtype)  # (N, T, 1)
+    mean = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)  # (N, 384)
+    emb_diff = float(np.abs(ours - torch.nn.functional.normalize(mean, p=2, dim=1).numpy()).max())
+    print(f"all-MiniLM-L6-v2, inference path: max abs difference from transformers: hidden {hidden_diff:.1e}, "
+          f"pooled {pooled_diff:.1e}, sentence embeddings {emb_diff:.1e}")
+    assert cache is None
+    assert emb_diff < 1e-6 and pooled_diff < 1e-5 and hidden_diff < 2e-5, (hidden_diff, pooled_diff, emb_diff)
 
 
 def test_minilm_numba_matches_numpy(minilm):

@@ -516,7 +516,8 @@ def self_attention_packed(qkv: np.ndarray, NH: int, key_mask: np.ndarray | None 
     if BLAS is None:  # no gemm to call: the reference, through the kernel of the training path
         q, k, v = (split_heads(a, NH) for a in np.split(qkv, 3, axis=2))  # 3 x (B, NH, T, HS)
         return merge_heads(attention_forward(q, k, v, causal=False, key_mask=km)[0])
+    scale = qkv.dtype.type(1.0 / np.sqrt(C3 // 3 // NH))  # 1 / sqrt(HS)
     if T and B:
-        BLAS.run_single_threaded(_self_attention_packed_heads, qkv, int(NH), qkv.dtype.type(1.0 / np.sqrt(C3 // 3 // NH)),
-                                 km is not None, km if km is not None else np.ones((1, 1), dtype=bool), out)
+        BLAS.run_single_threaded(_self_attention_packed_heads, qkv, int(NH), scale, km is not None,
+                                 km if km is not None else np.ones((1, 1), dtype=bool), out)
     return out
