@@ -378,3 +378,60 @@ def test_gelu_erf_twin_on_a_dense_grid(dtype):
     kout, kcache = kops.gelu_forward(x)
     same(kout, out, dtype, "gelu")
     same(kops.gelu_backward(dout, kcache), ops.gelu_backward(dout, cache), dtype, "dx")
+
+
+# ----------------------------------------------------------------------------------------
+# kernels.fused: a dense layer and the elementwise work after it, against the numpy composition
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, OC", [((1, 7), 5), ((3, 5), 33), ((2, 3, 33), 16), ((37, 130), 21)])
+@pytest.mark.parametrize("layout", ["C", "torch"])  # w (C, OC), or the transpose of an (OC, C) nn.Linear weight
+def test_fused_linear_gelu_matches_reference(rng, shape, OC, dtype, layout):
+    from llm_from_scratch.kernels import fused
+    x = data(rng, shape, dtype)
+    w = data(rng, (shape[-1], OC), dtype) if layout == "C" else data(rng, (OC, shape[-1]), dtype).T
+    b = data(rng, (OC,), dtype)
+    out = fused.linear_gelu_forward(x, w, b)
+    expected = fused.linear_gelu_reference(x, w, b)
+    print(f"linear + GELU {shape} -> {OC} {np.dtype(dtype).name}: max abs difference "
+          f"{np.abs(out - expected).max():.1e}")
+    assert out.shape == shape[:-1] + (OC,) and out.dtype == dtype
+    same(out, expected, dtype, "linear + gelu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, OC", [((1, 7), 5), ((3, 5), 33), ((2, 3, 33), 16), ((37, 130), 21)])
+@pytest.mark.parametrize("layout", ["C", "torch"])
+def test_fused_linear_residual_layernorm_matches_reference(rng, shape, OC, dtype, layout):
+    from llm_from_scratch.kernels import fused
+    x = data(rng, shape, dtype)
+    w = data(rng, (shape[-1], OC), dtype) if layout == "C" else data(rng, (OC, shape[-1]), dtype).T
+    b, ln_w, ln_b = data(rng, (OC,), dtype), data(rng, (OC,), dtype), data(rng, (OC,), dtype)
+    residual = data(rng, shape[:-1] + (OC,), dtype, 3.0) + 5.0  # an offset for the mean to remove
+    out = fused.linear_residual_layernorm_forward(x, w, b, residual, ln_w, ln_b, 1e-12)
+    expected = fused.linear_residual_layernorm_reference(x, w, b, residual, ln_w, ln_b, 1e-12)
+    print(f"linear + residual + LayerNorm {shape} -> {OC} {np.dtype(dtype).name}: max abs difference "
+          f"{np.abs(out - expected).max():.1e}")
+    assert out.shape == residual.shape and out.dtype == dtype
+    same(out, expected, dtype, "linear + residual + layernorm")
+
+
+def test_fused_kernels_on_one_thread_and_their_input_checks(rng):
+    import numba
+
+    from llm_from_scratch.kernels import fused
+    x, w, b = data(rng, (45, 24), np.float32), data(rng, (24, 40), np.float32), data(rng, (40,), np.float32)
+    r, ln_w, ln_b = data(rng, (45, 40), np.float32), data(rng, (40,), np.float32), data(rng, (40,), np.float32)
+    outs = (fused.linear_gelu_forward(x, w, b), fused.linear_residual_layernorm_forward(x, w, b, r, ln_w, ln_b))
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:  # (OpenBLAS's rounding may depend on how many rows one call gets, as for linear_forward)
+        outs1 = (fused.linear_gelu_forward(x, w, b), fused.linear_residual_layernorm_forward(x, w, b, r, ln_w, ln_b))
+    finally:
+        numba.set_num_threads(before)
+    for a, a1 in zip(outs, outs1):
+        same(a, a1, np.float32, "1 thread vs all")
+    with pytest.raises(ValueError, match=r"w must have shape \(C, OC\) = \(24, OC\)"):
+        fused.linear_gelu_forward(x, w.T, b)
+    with pytest.raises(ValueError, match=r"residual of the output's shape \(45, 40\)"):
+        fused.linear_residual_layernorm_forward(x, w, b, r[:, :39], ln_w, ln_b)

@@ -471,9 +471,12 @@ def layer_inference(x: np.ndarray, params: dict[str, np.ndarray], layer: int, co
                     key_mask: np.ndarray | None = None) -> np.ndarray:
     """``layer_forward`` for inference with the numba kernels: the same output ``y`` (B, T, C) to
     float rounding, and no cache. The attention reads q, k, v in place from the fused projection
-    and writes the merged heads in place (``kernels.attention.self_attention_packed``), and
-    padding after a sequence's last real token is left out of the attention products."""
-    from llm_from_scratch.kernels.attention import self_attention_packed  # numba, imported when first used
+    and writes the merged heads in place (``kernels.attention.self_attention_packed``), padding
+    after a sequence's last real token is left out of the attention products, and the bias,
+    GELU, residual and LayerNorm after each product are applied in the product's pass
+    (``kernels.fused``)."""
+    from llm_from_scratch.kernels import fused  # numba, imported when first used
+    from llm_from_scratch.kernels.attention import self_attention_packed
 
     h, p, K, eps = f"bert.encoder.layer.{layer}.", params, get_ops("numba"), config.layer_norm_eps
     s, o = h + "attention.self.", h + "attention.output.dense."
@@ -483,14 +486,20 @@ def layer_inference(x: np.ndarray, params: dict[str, np.ndarray], layer: int, co
     x2 = x.reshape(B * T, C)  # (N, C), N = B*T rows
     qkv, _ = K.linear_forward(x2, w_qkv.T, b_qkv)  # (N, C) @ (C, 3C) -> (N, 3C)
     y = self_attention_packed(qkv.reshape(B, T, 3 * C), config.num_attention_heads, key_mask)  # (B, T, C)
-    a, _ = K.linear_forward(y.reshape(B * T, C), p[o + "weight"].T, p[o + "bias"])  # (N, C)
-    x2, _ = K.layernorm_forward(x2 + a, p[h + "attention.output.LayerNorm.weight"],
-                                p[h + "attention.output.LayerNorm.bias"], eps)  # (N, C)
-    u, _ = K.linear_forward(x2, p[h + "intermediate.dense.weight"].T, p[h + "intermediate.dense.bias"])  # (N, F)
-    g, _ = K.gelu_forward(u, approximate=GELU_APPROXIMATE[config.hidden_act])  # (N, F)
-    m, _ = K.linear_forward(g, p[h + "output.dense.weight"].T, p[h + "output.dense.bias"])  # (N, C)
-    y, _ = K.layernorm_forward(x2 + m, p[h + "output.LayerNorm.weight"], p[h + "output.LayerNorm.bias"],
-                               eps)  # (N, C)
+    # x_a = LN(x + y W_o + b_o)
+    x2 = fused.linear_residual_layernorm_forward(y.reshape(B * T, C), p[o + "weight"].T, p[o + "bias"], x2,
+                                                 p[h + "attention.output.LayerNorm.weight"],
+                                                 p[h + "attention.output.LayerNorm.bias"], eps)  # (N, C)
+    # y = LN(x_a + W_2 gelu(W_1 x_a + b_1) + b_2)
+    if GELU_APPROXIMATE[config.hidden_act] == "none":  # the exact GELU, fused into the product
+        g = fused.linear_gelu_forward(x2, p[h + "intermediate.dense.weight"].T,
+                                      p[h + "intermediate.dense.bias"])  # (N, C) -> (N, F)
+    else:  # the tanh forms: product, then GELU
+        u, _ = K.linear_forward(x2, p[h + "intermediate.dense.weight"].T, p[h + "intermediate.dense.bias"])
+        g, _ = K.gelu_forward(u, approximate=GELU_APPROXIMATE[config.hidden_act])  # (N, F)
+    y = fused.linear_residual_layernorm_forward(g, p[h + "output.dense.weight"].T, p[h + "output.dense.bias"], x2,
+                                                p[h + "output.LayerNorm.weight"], p[h + "output.LayerNorm.bias"],
+                                                eps)  # (N, C)
     return y.reshape(B, T, C)
 
 
