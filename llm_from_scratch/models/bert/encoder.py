@@ -31,6 +31,15 @@ probabilities, both residual branches), with masks drawn from ``rng``: the same 
 same masks. Dropout on attention probabilities runs the numpy attention (the numba kernel never
 holds the probabilities).
 
+``inference=True`` (``bert_forward``, ``encoder_forward``; ``encode_sentences`` uses it) keeps
+no cache, so nothing is held for a backward pass. In float32 with the numba kernels each layer
+is then ``layer_inference``: the attention reads q, k and v in place from the fused projection
+and writes the merged heads in place, skipping the padding after each sequence's last real
+token, and the bias, GELU, residual sum and LayerNorm after each product are applied in the
+product's pass (``kernels.fused``). Its outputs agree with ``layer_forward``'s to float32
+rounding; float64 and the numpy kernels run ``layer_forward`` itself, so their results do not
+change.
+
 Deliberate differences from Hugging Face: a sequence whose attention mask is all zeros gets
 all-zero attention outputs (Hugging Face averages over the padding). As in Hugging Face, the
 padding row of the word embedding (``pad_token_id``) receives no gradient from the lookup
