@@ -504,7 +504,8 @@ def layer_inference(x: np.ndarray, params: dict[str, np.ndarray], layer: int, co
         g = fused.linear_gelu_forward(x2, p[h + "intermediate.dense.weight"].T,
                                       p[h + "intermediate.dense.bias"])  # (N, C) -> (N, F)
     else:  # the tanh forms: product, then GELU
-        u, _ = K.linear_forward(x2, p[h + "intermediate.dense.weight"].T, p[h + "intermediate.dense.bias"])
+        u, _ = K.linear_forward(x2, p[h + "intermediate.dense.weight"].T,
+                                p[h + "intermediate.dense.bias"])  # (N, C) -> (N, F)
         g, _ = K.gelu_forward(u, approximate=GELU_APPROXIMATE[config.hidden_act])  # (N, F)
     y = fused.linear_residual_layernorm_forward(g, p[h + "output.dense.weight"].T, p[h + "output.dense.bias"], x2,
                                                 p[h + "output.LayerNorm.weight"], p[h + "output.LayerNorm.bias"],
@@ -586,9 +587,9 @@ def encoder_forward(params, config, input_ids, token_type_ids=None, attention_ma
                                   config.layer_norm_eps)  # (B, T, C)
     x, drop_e = maybe_dropout_forward(K, x, config.hidden_dropout_prob, rng, train)  # (B, T, C)
     layers = []
-    fused = inference and K.name == "numba" and dtype == np.float32
+    fused_layers = inference and K.name == "numba" and dtype == np.float32
     for i in range(config.num_hidden_layers):
-        if fused:
+        if fused_layers:
             x = layer_inference(x, p, i, config, key_mask)  # (B, T, C)
             continue
         x, layer = layer_forward(x, p, i, config, K, key_mask, train, rng)  # (B, T, C)
