@@ -327,11 +327,13 @@ def test_numba_kernels_match_numpy(dtype, tol):
                              name=f"{head}, train={train}: gradient of {name}")
 
 
-def test_inference_mode_matches_the_training_forward():
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new"])  # the exact GELU is fused, the tanh one is not
+def test_inference_mode_matches_the_training_forward(hidden_act):
     # inference=True keeps no cache; float32 with the numba kernels runs layer_inference (fused
     # attention, padding skipped), everything else the same layers as without it
     cfg = BertConfig(vocab_size=37, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
-                     max_position_embeddings=16, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+                     max_position_embeddings=16, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                     hidden_act=hidden_act)
     rng = np.random.default_rng(3)
     ids, tt, mask = _batch(rng, cfg, B=4, T=13)
     mask[1, 9:] = 0  # padding at the end, as in sorted batches
