@@ -236,3 +236,12 @@ def test_packed_inference_attention_errors(rng):
         kattn.self_attention_packed(x[0], 2)
     with pytest.raises(ValueError, match=r"boolean \(B, T\) = \(2, 5\)"):
         kattn.self_attention_packed(x, 2, key_mask=np.ones((2, 4), dtype=bool))
+
+
+def test_packed_inference_attention_without_openblas(rng, monkeypatch):
+    # where numpy's OpenBLAS is not found, the numba attention kernel of the training path runs
+    x = rng.standard_normal((3, 6, 3 * 2 * 4))
+    km = packed_masks(3, 6)[2]
+    expected = kattn.self_attention_packed(x, 2, km)
+    monkeypatch.setattr(kattn, "BLAS", None)
+    same(kattn.self_attention_packed(x, 2, km), expected, np.float64, "packed attention without OpenBLAS")

@@ -435,3 +435,13 @@ def test_fused_kernels_on_one_thread_and_their_input_checks(rng):
         fused.linear_gelu_forward(x, w.T, b)
     with pytest.raises(ValueError, match=r"residual of the output's shape \(45, 40\)"):
         fused.linear_residual_layernorm_forward(x, w, b, r[:, :39], ln_w, ln_b)
+
+
+def test_fused_kernels_without_openblas_are_the_references(rng, monkeypatch):
+    from llm_from_scratch.kernels import fused
+    x, w, b = data(rng, (5, 4), np.float64), data(rng, (4, 3), np.float64), data(rng, (3,), np.float64)
+    r, ln_w, ln_b = data(rng, (5, 3), np.float64), data(rng, (3,), np.float64), data(rng, (3,), np.float64)
+    monkeypatch.setattr(fused, "BLAS", None)
+    assert np.array_equal(fused.linear_gelu_forward(x, w, b), fused.linear_gelu_reference(x, w, b))
+    assert np.array_equal(fused.linear_residual_layernorm_forward(x, w, b, r, ln_w, ln_b),
+                          fused.linear_residual_layernorm_reference(x, w, b, r, ln_w, ln_b))
