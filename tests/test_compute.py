@@ -140,7 +140,7 @@ def test_time_step_counts_the_table_and_runs_the_model():
 
 
 def test_roofline_measures_both_roofs_on_small_sizes():
-    roof = compute.measure_roofline(n=128, stream_n=2**16, repeats=1)
+    roof = compute.measure_roofline(sizes=(64, 128), stream_n=2**16, repeats=1)
     one = roof["1_thread"]
     assert one["peak_flops"] > 1e8 and one["triad_bytes_per_s"] > 1e8
     assert one["balance_flops_per_byte"] == one["peak_flops"] / one["triad_bytes_per_s"]
