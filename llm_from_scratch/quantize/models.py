@@ -65,7 +65,7 @@ def quantized_names(params: dict, tied_head: bool = False) -> dict[str, int]:
     if any(k.startswith("bert.") for k in params):
         if tied_head:
             raise ValueError("tied_head is for a GPT-2's tied output head; a BERT encoder has none")
-        return {k: 0 for k in params if _BERT_MATRICES.match(k) and np.ndim(params[k]) == 2}
+        return {k: 0 for k in params if _BERT_MATRICES.match(k) and len(params[k].shape) == 2}
     raise ValueError("params are neither a GPT-2 (transformer.*) nor a BERT (bert.*) parameter dict; "
                      "quantize single matrices with quantize_int8 / quantize_int4")
 
