@@ -31,10 +31,10 @@ def _w(shape, seed=0, scale=0.02):
 def test_int8_is_per_output_channel_absmax_in_both_layouts():
     w = _w((48, 5))  # (C, OC): ops.linear_forward's layout
     qt = quantize_int8(w)
-    assert qt.data.dtype == np.int8 and qt.data.shape == (5, 48) and qt.scales.shape == (5,)
+    assert qt.data.dtype == np.int8 and qt.data.shape == (48, 5) and qt.scales.shape == (5,)  # (C, OC)
     assert_close_scaled(qt.scales, np.abs(w).max(axis=0) / 127, 1e-7, "scales")
-    assert (np.abs(qt.data).max(axis=1) == 127).all()  # each channel's largest weight maps to +-127
-    assert np.array_equal(qt.data, np.rint(w.T / qt.scales[:, None]).astype(np.int8))
+    assert (np.abs(qt.data).max(axis=0) == 127).all()  # each channel's largest weight maps to +-127
+    assert np.array_equal(qt.data, np.rint(w / qt.scales).astype(np.int8))
     err = np.abs(dequantize(qt) - w)
     assert (err <= qt.scales[None, :] / 2 * (1 + 1e-5)).all(), f"max err {err.max()}"
     # the same matrix in nn.Linear's layout (OC, C), quantized over its rows, gives the same codes
@@ -46,12 +46,12 @@ def test_int8_is_per_output_channel_absmax_in_both_layouts():
 def test_int4_groups_pack_two_codes_per_byte():
     w = _w((64, 3), seed=1)  # (C, OC), two groups of 32 per output channel
     qt = quantize_int4(w, group_size=32)
-    assert qt.data.dtype == np.uint8 and qt.data.shape == (3, 32) and qt.scales.shape == (3, 2)
+    assert qt.data.dtype == np.uint8 and qt.data.shape == (32, 3) and qt.scales.shape == (2, 3)  # (C/2, OC), (G, OC)
     groups = w.T.reshape(3, 2, 32)  # (OC, G, g)
     expected_scales = (np.abs(groups).max(axis=2) / 7).astype(np.float16).astype(np.float32)
-    assert np.array_equal(qt.scales, expected_scales)
+    assert np.array_equal(qt.scales, expected_scales.T)
     codes = np.clip(np.rint(groups / expected_scales[:, :, None]), -7, 7).astype(np.int64)  # (OC, G, g)
-    packed = qt.data.reshape(3, 2, 16).astype(np.int64)  # (OC, G, g/2)
+    packed = qt.data.T.reshape(3, 2, 16).astype(np.int64)  # (OC, G, g/2)
     low, high = (packed & 15) - 8, (packed >> 4) - 8  # byte j: weight j and weight j + 16 of its group
     assert np.array_equal(low, codes[:, :, :16]) and np.array_equal(high, codes[:, :, 16:])
     err = np.abs(dequantize(qt) - w).T.reshape(3, 2, 32)
@@ -222,7 +222,7 @@ def test_save_and_load_round_trip_gpt(tmp_path, bits, tied_head):
     quant = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert quant["bits"] == bits and quant["tied_head"] == tied_head
     if bits == 8:  # int8 is 1 byte a weight plus 4 per channel; int4 half a byte plus 2 per group of 32
-        assert tensors["transformer.h.0.mlp.c_fc.weight"][1] == (256, 64)
+        assert tensors["transformer.h.0.mlp.c_fc.weight"][1] == (64, 256)  # (C, OC), as the float matrix
 
 
 def test_save_and_load_round_trip_bert(tmp_path):
@@ -268,8 +268,8 @@ def test_load_refuses_missing_scales(saved):
 
 
 def test_load_refuses_wrong_scale_shape(saved):
-    _rewrite(saved / "model.safetensors", lambda t: t.update({NAME + ".scales": t[NAME + ".scales"][:, :1].copy()}))
-    with pytest.raises(QuantizedCheckpointError, match=r"wrong scale shape .* \(256, 1\), expected float16 \(256, 2\)"):
+    _rewrite(saved / "model.safetensors", lambda t: t.update({NAME + ".scales": t[NAME + ".scales"][:1].copy()}))
+    with pytest.raises(QuantizedCheckpointError, match=r"wrong scale shape .* \(1, 256\), expected float16 \(2, 256\)"):
         load_quantized(saved)
 
 

@@ -4,9 +4,9 @@ The folder looks like a Hugging Face checkpoint, with two additions:
 
 ``model.safetensors``
     float tensors under their own names (float32); a quantized matrix ``NAME`` stores its codes
-    under ``NAME`` (I8 (OC, C), or U8 (OC, C // 2) for packed int4: output channels as rows,
-    whatever the float layout was) and its scales beside it under ``NAME.scales`` (F32 (OC,) for
-    int8, F16 (OC, C // g) for int4). The header's ``__metadata__`` says
+    under ``NAME`` (I8 (C, OC), or U8 (C // 2, OC) for packed int4: the linear op's layout,
+    whatever the float layout was; see ``quantize.core``) and its scales beside it under
+    ``NAME.scales`` (F32 (OC,) for int8, F16 (C // g, OC) for int4). The header's ``__metadata__`` says
     ``quant_method`` = "llm-from-scratch-absmax", ``format_version`` = "1", ``bits``,
     ``group_size`` ("none" for int8) and ``quantized``: a JSON object mapping each quantized
     name to its ``out_axis`` (1: the float matrix was (C, OC); 0: it was (OC, C)).
@@ -239,12 +239,12 @@ def _read_quantized(path, name, data, scales, bits, group_size, out_axis, config
     if data.dtype != expected_dtype or data.ndim != 2:
         raise QuantizedCheckpointError(f"{path}: {name!r} holds {data.dtype} {data.shape}; int{bits} codes are a 2-D "
                                        f"{np.dtype(expected_dtype)} array")
-    OC, width = data.shape
+    width, OC = data.shape
     C = width if bits == 8 else 2 * width
     if bits == 4 and C % group_size:
         raise QuantizedCheckpointError(f"{path}: group size {group_size} does not divide the input dimension "
                                        f"C = {C} of {name!r}")
-    expected_scales = (OC,) if bits == 8 else (OC, C // group_size)
+    expected_scales = (OC,) if bits == 8 else (C // group_size, OC)
     scale_dtype = np.float32 if bits == 8 else np.float16
     if scales.shape != expected_scales or scales.dtype != scale_dtype:
         raise QuantizedCheckpointError(f"{path}: wrong scale shape for {name!r}: {scales.dtype} {scales.shape}, "

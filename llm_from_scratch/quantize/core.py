@@ -16,11 +16,11 @@ Which axis is the output. The package's linear op ``ops.linear_forward`` compute
 output channels are the *columns*. BERT's ``nn.Linear`` weights are stored (OC, C) and
 multiplied as ``x @ w.T``, so there they are the *rows*. ``quantize_int8(w, out_axis=1)`` (the
 default, the linear op's layout) or ``out_axis=0`` (``nn.Linear``, and the tied GPT head
-``wte`` (V, C), whose rows are the head's outputs) says which. Whatever the layout, the
-integers are stored output channel by output channel, ``data`` (OC, C) for int8, so that one
-output's weights are contiguous in memory and its groups run along the input dimension; the
-``QuantizedTensor`` keeps the original ``shape`` and ``out_axis``, and ``dequantize`` returns the
-original layout. ``qt.T`` is the transposed view, as for a numpy array: the same integers, the
+``wte`` (V, C), whose rows are the head's outputs) says which. Whatever the float layout, the
+integers are stored in the linear op's (C, OC) layout, ``data`` (C, OC) for int8: a row of
+``data`` holds one input feature's weights for every output channel, contiguous, which is what
+the matmul kernel streams through (``quantize.matmul``). The ``QuantizedTensor`` keeps the
+original ``shape`` and ``out_axis``, and ``dequantize`` returns the original layout. ``qt.T`` is the transposed view, as for a numpy array: the same integers, the
 shape reversed, ``out_axis`` flipped. ``quantized_matmul(x, qt)`` computes ``x @ W`` and so
 wants ``out_axis == 1``; BERT's ``dense_forward`` passes ``w.T`` and gets exactly that.
 
@@ -31,10 +31,11 @@ llama.cpp's Q4_0 uses all 16 codes by giving the scale the sign of the largest-m
 (it lands on -8) at the price of clipping opposite-sign weights above 7/8 of it.
 
 Int4 packing: two 4-bit codes per byte, stored as ``q + 8`` (1..15) so that a byte's nibbles
-are unsigned. Within each group of g weights, byte j holds weight j in its low nibble and
-weight j + g/2 in its high nibble, as llama.cpp's Q4_0 does: unpacking a group then reads two
-contiguous halves, which the compiler vectorises. ``data`` is (OC, C // 2) uint8, ``scales``
-(OC, C // g). The int4 scales are rounded to float16 when they are made (and saved as float16:
+are unsigned. The two codes of a byte belong to the same output channel and the same group of
+g input features: within each group, byte j holds weight j in its low nibble and weight
+j + g/2 in its high nibble, as llama.cpp's Q4_0 does. ``data`` is (C // 2, OC) uint8, its row
+k g/2 + j holding weights k g + j and k g + g/2 + j of group k for every output channel;
+``scales`` is (G, OC), G = C // g, one row per group. The int4 scales are rounded to float16 when they are made (and saved as float16:
 4 + 16/g = 4.5 bits per weight at g = 32, Q4_0's figure); the int8 scales, one per output
 channel, stay float32.
 
@@ -78,16 +79,16 @@ class QuantizedTensor:
     """A weight matrix stored as integers and scales (see the module docstring).
 
     >>> qt = quantize_int8(np.array([[1.0, -2.0], [0.5, 0.25]], dtype=np.float32), out_axis=0)
-    >>> qt.bits, qt.shape, qt.data.tolist(), (qt.scales * 127).tolist()
-    (8, (2, 2), [[64, -127], [127, 64]], [2.0, 0.5])
+    >>> qt.bits, qt.shape, qt.data.tolist(), (qt.scales * 127).tolist()  # data is (C, OC)
+    (8, (2, 2), [[64, 127], [-127, 64]], [2.0, 0.5])
     >>> qt.T.shape, qt.T.out_axis, qt.T.data is qt.data
     ((2, 2), 1, True)
     """
 
     bits: int  # 8 or 4
     shape: tuple  # the float matrix's shape, in its own layout: (C, OC) if out_axis == 1, (OC, C) if 0
-    data: np.ndarray  # int8 (OC, C), or uint8 (OC, C // 2) with two 4-bit codes per byte
-    scales: np.ndarray  # float32: (OC,) for int8, (OC, C // g) for int4 (values exact in float16)
+    data: np.ndarray  # int8 (C, OC), or uint8 (C // 2, OC) with two 4-bit codes per byte
+    scales: np.ndarray  # float32: (OC,) for int8, (C // g, OC) for int4 (values exact in float16)
     group_size: int | None  # g for int4; None for int8 (one scale per output channel)
     out_axis: int = 1  # the axis of ``shape`` that holds the output channels
 
@@ -160,7 +161,7 @@ def quantize_int8(w: np.ndarray, out_axis: int = 1) -> QuantizedTensor:
     round(63.5) = 64 (half to even gives 64), -127 and round(31.75) = 32.
 
     >>> qt = quantize_int8(np.array([[0.5, -1.0, 0.25]]), out_axis=0)
-    >>> qt.data, qt.scales * 127
+    >>> qt.data.T, qt.scales * 127  # data is (C, OC)
     (array([[  64, -127,   32]], dtype=int8), array([1.], dtype=float32))
     >>> dequantize(qt).round(4)
     array([[ 0.5039, -1.    ,  0.252 ]], dtype=float32)
@@ -170,7 +171,7 @@ def quantize_int8(w: np.ndarray, out_axis: int = 1) -> QuantizedTensor:
     scales = (absmax / INT8_MAX).astype(np.float32)  # (OC,)
     safe = np.where(scales > 0, scales, 1.0).astype(np.float32)  # (OC,) zero rows: codes 0, whatever the scale
     q = np.clip(np.rint(rows / safe[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)  # (OC, C)
-    return QuantizedTensor(8, tuple(w.shape), q, scales, None, out_axis)
+    return QuantizedTensor(8, tuple(w.shape), np.ascontiguousarray(q.T), scales, None, out_axis)  # data (C, OC)
 
 
 def quantize_int4(w: np.ndarray, group_size: int = 32, out_axis: int = 1) -> QuantizedTensor:
@@ -184,7 +185,7 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, out_axis: int = 1) -> Qua
     byte j holding weights j and j + 2: (15 | 8 << 4) = 143 and (5 | 9 << 4) = 149.
 
     >>> qt = quantize_int4(np.array([[0.7, -0.3, 0.02, 0.1]]), group_size=4, out_axis=0)
-    >>> qt.data, float(qt.scales[0, 0])
+    >>> qt.data.T, float(qt.scales[0, 0])  # data is (C // 2, OC)
     (array([[143, 149]], dtype=uint8), 0.0999755859375)
     >>> dequantize(qt).round(3)
     array([[ 0.7, -0.3,  0. ,  0.1]], dtype=float32)
@@ -209,7 +210,8 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, out_axis: int = 1) -> Qua
     q = np.where(scales[:, :, None] > 0, q, 0)  # a group underflowing float16 keeps codes 0
     codes = (q + 8).astype(np.uint8)  # (OC, G, g) in 1..15
     packed = codes[:, :, :half] | (codes[:, :, half:] << 4)  # (OC, G, g/2): weight j low, j + g/2 high
-    return QuantizedTensor(4, tuple(w.shape), packed.reshape(OC, C // 2), scales, int(group_size), out_axis)
+    data = np.ascontiguousarray(packed.reshape(OC, C // 2).T)  # (C // 2, OC)
+    return QuantizedTensor(4, tuple(w.shape), data, np.ascontiguousarray(scales.T), int(group_size), out_axis)
 
 
 def _divisor_hint(C: int) -> str:
@@ -226,9 +228,15 @@ def quantize(w: np.ndarray, bits: int, group_size: int = 32, out_axis: int = 1) 
     raise ValueError(f"bits must be 8 or 4, got {bits!r}")
 
 
-def _codes(qt: QuantizedTensor, rows=slice(None)) -> np.ndarray:
-    """The integer codes of ``rows`` of the (OC, C) storage, as float32 (a 4-bit byte unpacked)."""
-    data = qt.data[rows]  # (R, C) int8 or (R, C/2) uint8
+def _codes(qt: QuantizedTensor, channels=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """The codes of output ``channels``, one row per channel, as float32 (R, C) (4-bit bytes
+    unpacked), and their scales, (R,) for int8 or (R, G) for int4."""
+    data = qt.data[:, channels].T  # (R, C) int8 or (R, C/2) uint8
+    scales = qt.scales[channels] if qt.bits == 8 else qt.scales[:, channels].T  # (R,) or (R, G)
+    return _unpack(qt, data), scales
+
+
+def _unpack(qt: QuantizedTensor, data: np.ndarray) -> np.ndarray:
     if qt.bits == 8:
         return data.astype(np.float32)  # (R, C)
     R, half = data.shape[0], qt.group_size // 2
@@ -254,12 +262,12 @@ def dequantize(qt: QuantizedTensor) -> np.ndarray:
     4 (64, 6) True
     """
     _check_qt(qt)
-    q = _codes(qt)  # (OC, C)
+    q, scales = _codes(qt)  # (OC, C), (OC,) or (OC, G)
     if qt.bits == 8:
-        w = q * qt.scales[:, None]  # (OC, C)
+        w = q * scales[:, None]  # (OC, C)
     else:
         OC, C = q.shape
-        w = (q.reshape(OC, -1, qt.group_size) * qt.scales[:, :, None]).reshape(OC, C)  # (OC, G, g) -> (OC, C)
+        w = (q.reshape(OC, -1, qt.group_size) * scales[:, :, None]).reshape(OC, C)  # (OC, G, g) -> (OC, C)
     return w if qt.out_axis == 0 else np.ascontiguousarray(w.T)  # the original layout
 
 
@@ -272,12 +280,12 @@ def dequantize_rows(qt: QuantizedTensor, idx: np.ndarray) -> np.ndarray:
         raise ValueError(f"dequantize_rows reads output channels as rows; this {qt!r} stores them on axis 1 "
                          "(look up rows of qt.T instead)")
     flat = np.asarray(idx).reshape(-1)  # (M,)
-    q = _codes(qt, flat)  # (M, C)
+    q, scales = _codes(qt, flat)  # (M, C), (M,) or (M, G)
     if qt.bits == 8:
-        w = q * qt.scales[flat][:, None]  # (M, C)
+        w = q * scales[:, None]  # (M, C)
     else:
         M, C = q.shape
-        w = (q.reshape(M, -1, qt.group_size) * qt.scales[flat][:, :, None]).reshape(M, C)  # (M, C)
+        w = (q.reshape(M, -1, qt.group_size) * scales[:, :, None]).reshape(M, C)  # (M, C)
     return w.reshape(np.shape(idx) + (w.shape[1],))  # (..., C)
 
 
@@ -300,5 +308,5 @@ def concatenate(tensors, axis: int = 0, **kwargs) -> QuantizedTensor:
                          f"out_axis and input dimension; got axis = {axis} for {[repr(t) for t in tensors]}")
     OC = sum(t.out_features for t in tensors)
     shape = (OC, first.in_features) if first.out_axis == 0 else (first.in_features, OC)
-    return QuantizedTensor(first.bits, shape, np.concatenate([t.data for t in tensors]),
-                           np.concatenate([t.scales for t in tensors]), first.group_size, first.out_axis)
+    return QuantizedTensor(first.bits, shape, np.concatenate([t.data for t in tensors], axis=1),
+                           np.concatenate([t.scales for t in tensors], axis=-1), first.group_size, first.out_axis)
