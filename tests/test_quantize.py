@@ -337,3 +337,39 @@ def test_encode_sentences_from_quantized_weights():
         cos = (emb * ref).sum(axis=1)
         print(f"int{bits}: cosine to float32 {cos.round(5)}")
         assert cos.min() > (0.999 if bits == 8 else 0.98), cos
+
+
+# ----------------------------------------------------------------------------------------
+# the command line
+
+
+def test_cli_quantize_then_generate_and_refuse_requantizing(tmp_path):
+    import subprocess
+    import sys
+
+    from llm_from_scratch.tokenizers import CharTokenizer
+
+    params = _gpt()
+    save_pretrained(params, GPT_CFG, tmp_path / "float")
+    tok = CharTokenizer.from_text("abcdefghijklmnopqrstuvwxyz .,!?")
+    assert tok.vocab_size <= GPT_CFG.vocab_size
+    tok.save(tmp_path / "float" / "tokenizer.json")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "llm_from_scratch.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
+
+    done = cli("quantize", tmp_path / "float", "--bits", "8", "--out", tmp_path / "q8")
+    assert done.returncode == 0, done.stderr
+    assert "8 matrices int8" in done.stdout
+    back, cfg = load_quantized(tmp_path / "q8")
+    assert cfg == GPT_CFG and (tmp_path / "q8" / "tokenizer.json").is_file()
+    assert np.array_equal(back["transformer.h.0.attn.c_attn.weight"].data,
+                          quantize_int8(params["transformer.h.0.attn.c_attn.weight"]).data)
+    out = cli("generate", tmp_path / "q8", "--prompt", "abc", "--greedy", "--max-new-tokens", "5")
+    assert out.returncode == 0, out.stderr
+    prompt = np.array([tok.encode("abc")])
+    expected = generate(dequantize_params(back), GPT_CFG, prompt, 5, greedy=True)
+    assert out.stdout.rstrip("\n") == tok.decode([int(t) for t in expected[0]])
+    again = cli("quantize", tmp_path / "q8", "--bits", "4", "--out", tmp_path / "q4")
+    assert again.returncode == 2 and "already quantized" in again.stderr
