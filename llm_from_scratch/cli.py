@@ -4,7 +4,7 @@
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
     llm-scratch embed --input FILE --output OUT.npy [--checkpoint DIR] [--batch-size N]
                                                a sentence embedding per non-empty line (all-MiniLM-L6-v2)
-    llm-scratch quantize RUN_DIR --bits 8|4 [--group-size 32] [--tied-head] --out DIR
+    llm-scratch quantize RUN_DIR --bits 8|4 [--group-size 32] [--tied-head | --word-embeddings] --out DIR
                                                int8 / int4 weights of a GPT run or a BERT checkpoint
                                                (all-MiniLM-L6-v2 by name); generate and embed read DIR
 
@@ -260,7 +260,8 @@ def _cmd_quantize(args) -> int:
         params, config = gpt.from_pretrained(folder, dtype=np.float32)
     else:
         raise ValueError(f"{folder}/config.json: model_type {model_type!r}; expected 'gpt2' or 'bert'")
-    params_q = quantize.quantize_params(params, args.bits, args.group_size, tied_head=args.tied_head)
+    params_q = quantize.quantize_params(params, args.bits, args.group_size, tied_head=args.tied_head,
+                                        word_embeddings=args.word_embeddings)
     out = Path(args.out)
     if out.resolve() == folder.resolve():
         raise ValueError(f"--out {out} is the checkpoint being quantized; write to another folder")
@@ -446,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--bits", type=int, required=True, help="8 (one scale per output channel) or 4 (groups)")
     qu.add_argument("--group-size", type=int, default=32, help="int4: input features per scale (default: 32)")
     qu.add_argument("--tied-head", action="store_true", help="GPT: quantize the tied head / token embedding too")
+    qu.add_argument("--word-embeddings", action="store_true", help="BERT: quantize the word embedding table too")
     qu.add_argument("--out", required=True, help="the folder to write")
     qu.set_defaults(func=_cmd_quantize)
 

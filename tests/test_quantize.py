@@ -373,3 +373,21 @@ def test_cli_quantize_then_generate_and_refuse_requantizing(tmp_path):
     assert out.stdout.rstrip("\n") == tok.decode([int(t) for t in expected[0]])
     again = cli("quantize", tmp_path / "q8", "--bits", "4", "--out", tmp_path / "q4")
     assert again.returncode == 2 and "already quantized" in again.stderr
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_bert_word_embeddings_quantized_per_row(tmp_path, bits):
+    params = bert_init(BERT_CFG, seed=0)
+    pq = quantize_params(params, bits, word_embeddings=True)
+    table = pq["bert.embeddings.word_embeddings.weight"]
+    assert isinstance(table, QuantizedTensor) and table.shape == (13, 64) and table.out_axis == 0
+    assert isinstance(pq["bert.embeddings.position_embeddings.weight"], np.ndarray)
+    ids = np.array([[2, 5, 6, 7, 3, 0]])
+    h_q = encoder_forward(pq, BERT_CFG, ids, kernels="numba")[0]
+    h_f = encoder_forward(dequantize_params(pq), BERT_CFG, ids)[0]
+    assert_close_scaled(h_q, h_f, 1e-5, "hidden")
+    save_quantized(pq, BERT_CFG, tmp_path)
+    back, _ = load_quantized(tmp_path)
+    assert np.array_equal(back["bert.embeddings.word_embeddings.weight"].data, table.data)
+    with pytest.raises(ValueError, match="tied head"):
+        quantize_params(_gpt(), bits, word_embeddings=True)

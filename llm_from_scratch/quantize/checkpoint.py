@@ -12,7 +12,7 @@ The folder looks like a Hugging Face checkpoint, with two additions:
     name to its ``out_axis`` (1: the float matrix was (C, OC); 0: it was (OC, C)).
 ``config.json``
     the model's config (GPT-2 or BERT) plus ``quantization_config`` (``quant_method``,
-    ``bits``, ``group_size``, ``format_version``, ``tied_head``), the key under which Hugging
+    ``bits``, ``group_size``, ``format_version``, ``tied_head``, ``word_embeddings``), the key under which Hugging
     Face records quantized checkpoints. The float loaders (``models.common.read_config``)
     refuse a config that has it, naming ``load_quantized``.
 
@@ -70,14 +70,15 @@ def _shapes(config, params) -> dict:
     return shapes
 
 
-def _settings(params_q) -> tuple[int, int | None, bool]:
+def _settings(params_q) -> tuple[int, int | None, bool, bool]:
     qts = [v for v in params_q.values() if isinstance(v, QuantizedTensor)]
     kinds = {(q.bits, q.group_size) for q in qts}
     if len(kinds) != 1:
         raise ValueError(f"a quantized checkpoint holds one kind of quantization; these params mix {sorted(kinds, key=str)}")
     bits, group_size = kinds.pop()
-    return bits, group_size, "transformer.wte.weight" in params_q and isinstance(params_q["transformer.wte.weight"],
-                                                                                 QuantizedTensor)
+    tied_head = isinstance(params_q.get("transformer.wte.weight"), QuantizedTensor)
+    word_embeddings = isinstance(params_q.get("bert.embeddings.word_embeddings.weight"), QuantizedTensor)
+    return bits, group_size, tied_head, word_embeddings
 
 
 def save_quantized(params_q: dict, config, directory) -> None:
@@ -99,7 +100,7 @@ def save_quantized(params_q: dict, config, directory) -> None:
                          "or save float parameters with the model's save_pretrained")
     shapes = _shapes(config, params_q)
     check_quantized_params(params_q, shapes)
-    bits, group_size, tied_head = _settings(params_q)
+    bits, group_size, tied_head, word_embeddings = _settings(params_q)
     tensors, layout = {}, {}
     for name, value in params_q.items():
         if isinstance(value, QuantizedTensor):
@@ -117,7 +118,8 @@ def save_quantized(params_q: dict, config, directory) -> None:
     d = config.to_dict() if kind == "gpt2" else config.to_dict(_architectures(params_q))
     d["dtype"] = "float32"
     d["quantization_config"] = {"quant_method": QUANT_METHOD, "format_version": FORMAT_VERSION, "bits": bits,
-                                "group_size": group_size, "tied_head": tied_head}
+                                "group_size": group_size, "tied_head": tied_head,
+                                "word_embeddings": word_embeddings}
     safetensors.save(tensors, directory / "model.safetensors", metadata=metadata)
     write_json(directory / "config.json", d)
 
@@ -224,7 +226,7 @@ def load_quantized(directory) -> tuple[dict, object]:
         check_quantized_params(params, shapes)
     except (KeyError, ValueError, TypeError) as exc:
         raise QuantizedCheckpointError(f"{st_path}: {exc.args[0]}") from None
-    expected = quantized_names(params, tied_head=bool(qc.get("tied_head")))
+    expected = quantized_names(params, bool(qc.get("tied_head")), bool(qc.get("word_embeddings")))
     if set(expected) != set(layout):
         raise QuantizedCheckpointError(f"{st_path}: quantized tensors {sorted(set(layout) ^ set(expected))[:3]} "
                                        "differ from what quantize_params makes for this model")

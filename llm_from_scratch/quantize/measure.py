@@ -10,9 +10,12 @@ For two models, each in float32, int8 and int4 (groups of 32):
   bits per character on StoryWorld's validation text (every non-overlapping window of
   ``n_positions`` characters), greedy decoding speed at batch 1 with the key/value cache
   (tokens/s), each also with the tied head ``wte`` quantized;
+- a wider GPT for decoding speed alone (``SPEED_CONFIG``: C = 768 as GPT-2 small, 6 layers,
+  V = 4096, random weights from ``init_params``, 180 MB in float32), where reading the weights,
+  not Python, is the cost of a token: tokens/s at batch 1, every variant;
 - all-MiniLM-L6-v2 (found by ``llm_from_scratch.checkpoints``): bytes, the cosine similarity of
   each sentence embedding to the float32 one over ``SENTENCES`` (mean and min), and sentences/s
-  encoded one at a time;
+  encoded one at a time, each also with the word embedding table quantized;
 - the matrix-vector product alone (batch 1), float32 ``x @ w`` against ``quantized_matmul``, for
   a few shapes from MiniLM (384 x 1536) to larger than the caches (2048 x 8192).
 
@@ -42,17 +45,20 @@ from llm_from_scratch.quantize.core import quantize_int4, quantize_int8
 from llm_from_scratch.quantize.matmul import quantized_matmul
 from llm_from_scratch.quantize.models import is_quantized, quantize_params, quantized_ops
 
-__all__ = ["GPT_CHECKPOINT", "VAL_CHARS", "SENTENCES", "VARIANTS", "gpt_val_bpc", "minilm_embeddings",
+__all__ = ["GPT_CHECKPOINT", "VAL_CHARS", "SENTENCES", "VARIANTS", "MINILM_VARIANTS", "SPEED_CONFIG", "gpt_val_bpc", "minilm_embeddings",
            "median_seconds", "measure", "load_results", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
 GPT_CHECKPOINT = REPO / "book" / "data" / "quant" / "gpt_story"
 VAL_CHARS = 200_000  # chapter 8's validation text: StoryWorld().corpus("val", 200_000, seed=0)
 FORMAT = 1
-# name -> (bits, tied_head); float32 is bits None
+# name -> bits (None: float32) and the extra option: GPT's tied head, BERT's word embeddings
 VARIANTS = {"float32": (None, False), "int8": (8, False), "int4": (4, False),
             "int8_tied_head": (8, True), "int4_tied_head": (4, True)}
+MINILM_VARIANTS = {"float32": (None, False), "int8": (8, False), "int4": (4, False),
+                   "int8_word_embeddings": (8, True), "int4_word_embeddings": (4, True)}
 MATVEC_SHAPES = ((384, 1536), (1536, 384), (768, 3072), (2048, 8192))  # (C, OC)
+SPEED_CONFIG = dict(vocab_size=4096, n_positions=256, n_embd=768, n_layer=6, n_head=12)  # GPTConfig fields
 
 SENTENCES = [
     "Mia was in the park. She found a red ball.",
@@ -195,6 +201,28 @@ def _gpt_section(rounds: int, new_tokens: int, log) -> dict:
     return out
 
 
+def _gpt_speed_section(rounds: int, new_tokens: int, log) -> dict:
+    from llm_from_scratch.generate import generate
+    from llm_from_scratch.models.gpt import GPTConfig, init_params, num_params
+
+    config = GPTConfig(**SPEED_CONFIG)
+    params = init_params(config, seed=0)
+    prompt = np.arange(8, dtype=np.int64)[None, :]  # (1, 8)
+    variants = {name: params if bits is None else quantize_params(params, bits, tied_head=tied)
+                for name, (bits, tied) in VARIANTS.items()}
+    fns = {name: (lambda p=p: generate(p, config, prompt, new_tokens, greedy=True, kernels="numba"))
+           for name, p in variants.items()}
+    seconds = median_seconds(fns, rounds)
+    out = {"config": config.to_dict(), "params": num_params(config), "new_tokens": new_tokens, "variants": {}}
+    for name, p in variants.items():
+        out["variants"][name] = {"weight_bytes": sum(v.nbytes for v in p.values()),
+                                 "decode_tokens_per_s": new_tokens / seconds[name],
+                                 "speedup": seconds["float32"] / seconds[name]}
+        log(f"gpt_speed {name}: {new_tokens / seconds[name]:.1f} tokens/s "
+            f"({seconds['float32'] / seconds[name]:.2f}x float32)")
+    return out
+
+
 def _minilm_section(rounds: int, log) -> dict:
     from llm_from_scratch.checkpoints import checkpoint_dir
     from llm_from_scratch.models import bert
@@ -205,8 +233,8 @@ def _minilm_section(rounds: int, log) -> dict:
     sentences = sentence_set()
     ref = minilm_embeddings(params, config, tok, options, sentences)  # (S, C)
     out = {"checkpoint": "all-MiniLM-L6-v2", "sentences": len(sentences), "variants": {}}
-    variants = {name: params if bits is None else quantize_params(params, bits)
-                for name, (bits, tied) in VARIANTS.items() if not tied}
+    variants = {name: params if bits is None else quantize_params(params, bits, word_embeddings=words)
+                for name, (bits, words) in MINILM_VARIANTS.items()}
     with tempfile.TemporaryDirectory() as tmp:
         for name, p in variants.items():
             folder_out = Path(tmp) / name
@@ -275,11 +303,13 @@ def measure(rounds: int = 7, new_tokens: int = 200, log=print) -> dict:
     return {"format": FORMAT, "command": "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 "
                                          "python -m llm_from_scratch.quantize measure --out book/data/quant/results.json",
             "machine": _machine(), "rounds": rounds,
-            "gpt": _gpt_section(rounds, new_tokens, log), "minilm": _minilm_section(rounds, log),
+            "gpt": _gpt_section(rounds, new_tokens, log), "gpt_speed": _gpt_speed_section(rounds, 32, log),
+            "minilm": _minilm_section(rounds, log),
             "matvec": _matvec_section(rounds, log)}
 
 
-_REQUIRED = {"gpt": ("variants", "config", "windows"), "minilm": ("variants", "sentences"), "matvec": ()}
+_REQUIRED = {"gpt": ("variants", "config", "windows"), "gpt_speed": ("variants", "config"),
+             "minilm": ("variants", "sentences"), "matvec": ()}
 
 
 def load_results(path) -> dict:
@@ -298,9 +328,10 @@ def load_results(path) -> dict:
     for section, keys in _REQUIRED.items():
         if section not in d or any(k not in d[section] for k in keys):
             raise ValueError(f"{path}: section {section!r} is missing or lacks one of {keys}")
-    for name in VARIANTS:
-        if name not in d["gpt"]["variants"]:
-            raise ValueError(f"{path}: gpt variant {name!r} is missing")
+    for section, names in (("gpt", VARIANTS), ("gpt_speed", VARIANTS), ("minilm", MINILM_VARIANTS)):
+        missing = [n for n in names if n not in d[section]["variants"]]
+        if missing:
+            raise ValueError(f"{path}: {section} variants {missing} are missing")
     return d
 
 

@@ -8,13 +8,16 @@ sensitive to rounding.
     GPT-2 (``transformer.*``)  attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj   (C, OC): out_axis 1
                                transformer.wte only with ``tied_head=True``       (V, C): out_axis 0
     BERT (``bert.*``)          every 2-D weight of bert.encoder and bert.pooler  (OC, C): out_axis 0
+                               word_embeddings only with ``word_embeddings=True`` (V, C): out_axis 0
 
 The tied GPT head. GPT-2's output head is the token embedding ``wte`` (V, C) itself, the largest
 matrix of a small model. ``tied_head=True`` quantizes it per row (a row of ``wte`` is one
 output channel of the head ``x @ wte.T``), so the head multiplies by the codes and the input
 lookup reads dequantized rows (``dequantize_rows``). The default leaves it float32, as
 llama.cpp keeps its output matrix at a higher precision than the rest; the committed
-measurements (``book/data/quant``) give the bpc either way.
+measurements (``book/data/quant``) give the bpc either way. BERT's word embedding (V, C) is
+only looked up, never multiplied by; ``word_embeddings=True`` stores it quantized per row too
+(a row is a token's vector), which is where most of MiniLM's bytes are.
 
 The forward passes are the models' own. ``quantized_ops(kernels)`` is the ops namespace of
 ``kernels.backend.get_ops(kernels)`` with two ops replaced: ``linear_forward`` sends a
@@ -45,9 +48,10 @@ __all__ = ["quantized_names", "quantize_params", "dequantize_params", "is_quanti
 _GPT_MATRICES = re.compile(r"^transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$")
 _BERT_MATRICES = re.compile(r"^bert\.(encoder\.layer\.\d+\..+|pooler\.dense)\.weight$")
 GPT_HEAD = "transformer.wte.weight"
+BERT_WORDS = "bert.embeddings.word_embeddings.weight"
 
 
-def quantized_names(params: dict, tied_head: bool = False) -> dict[str, int]:
+def quantized_names(params: dict, tied_head: bool = False, word_embeddings: bool = False) -> dict[str, int]:
     """The names ``quantize_params`` quantizes, each with its ``out_axis``, in ``params`` order.
 
     >>> from llm_from_scratch.models.gpt import GPTConfig, init_params
@@ -58,6 +62,9 @@ def quantized_names(params: dict, tied_head: bool = False) -> dict[str, int]:
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict of name -> array, got {type(params).__name__}")
     if any(k.startswith("transformer.") for k in params):
+        if word_embeddings:
+            raise ValueError("word_embeddings is for a BERT's word embedding table; a GPT-2's is its tied head "
+                             "(tied_head=True)")
         names = {k: 1 for k in params if _GPT_MATRICES.match(k)}
         if tied_head:
             names = {GPT_HEAD: 0, **names}
@@ -65,16 +72,18 @@ def quantized_names(params: dict, tied_head: bool = False) -> dict[str, int]:
     if any(k.startswith("bert.") for k in params):
         if tied_head:
             raise ValueError("tied_head is for a GPT-2's tied output head; a BERT encoder has none")
-        return {k: 0 for k in params if _BERT_MATRICES.match(k) and len(params[k].shape) == 2}
+        names = {k: 0 for k in params if _BERT_MATRICES.match(k) and len(params[k].shape) == 2}
+        return {BERT_WORDS: 0, **names} if word_embeddings else names
     raise ValueError("params are neither a GPT-2 (transformer.*) nor a BERT (bert.*) parameter dict; "
                      "quantize single matrices with quantize_int8 / quantize_int4")
 
 
 def quantize_params(params: dict[str, np.ndarray], bits: int, group_size: int = 32,
-                    tied_head: bool = False) -> dict:
+                    tied_head: bool = False, word_embeddings: bool = False) -> dict:
     """A copy of ``params`` with the linear layers' matrices quantized to ``bits`` (8 or 4,
     int4 in groups of ``group_size``) and every other tensor kept float32 (see the module
-    docstring for which tensors, and ``tied_head``). Keys and their order are unchanged.
+    docstring for which tensors, ``tied_head`` and ``word_embeddings``). Keys and their order are
+    unchanged.
 
     >>> from llm_from_scratch.models.gpt import GPTConfig, init_params
     >>> p = init_params(GPTConfig(vocab_size=11, n_positions=8, n_embd=32, n_layer=1, n_head=2))
@@ -86,7 +95,7 @@ def quantize_params(params: dict[str, np.ndarray], bits: int, group_size: int = 
         raise ValueError(f"bits must be 8 or 4, got {bits!r}")
     if is_quantized(params):
         raise ValueError("params are already quantized; quantize the float parameters")
-    names = quantized_names(params, tied_head)
+    names = quantized_names(params, tied_head, word_embeddings)
     out = {}
     for name, value in params.items():
         if name in names:
