@@ -479,6 +479,10 @@ def _op_runners(config: GPTConfig, B: int, T: int, start: int, phase_ops: list[O
     _, emb_cache = K.embedding_forward(idx, wte)
     cache_kv = np.zeros((2, B, NH, S, HS), dtype=np.float32)  # one layer's cache
 
+    def kv_write():  # the new positions' keys and values into the cache, as mha_forward writes them
+        cache_kv[0, :, :, start:S] = q  # (B, NH, T, HS)
+        cache_kv[1, :, :, start:S] = q  # (B, NH, T, HS)
+
     def linear(w, b, rows_in, copies):
         # one weight per block, as in the model: a step reads L different matrices, so a matrix is
         # not still in cache from its last use unless all L fit
@@ -503,8 +507,7 @@ def _op_runners(config: GPTConfig, B: int, T: int, start: int, phase_ops: list[O
         ("embedding", "forward"): lambda: K.embedding_forward(idx, wte)[0] + wpe[start:S],
         ("embedding", "backward"): lambda: (K.embedding_backward(dres.reshape(B, T, C), emb_cache),
                                             dres.reshape(B, T, C).sum(axis=0)),
-        ("attn.kv_write", "forward"): lambda: (cache_kv[0].__setitem__((slice(None), slice(None), slice(start, S)), q),
-                                               cache_kv[1].__setitem__((slice(None), slice(None), slice(start, S)), q)),
+        ("attn.kv_write", "forward"): kv_write,
         ("attn.scores", "forward"): lambda: (q @ next(kv_turn)[0].transpose(0, 1, 3, 2)) * scale,
         ("attn.softmax", "forward"): lambda: K.softmax_forward(att, _full_mask(T, S, causal, None)),
         ("attn.weighted_sum", "forward"): lambda: probs @ next(kv_turn)[1],
