@@ -78,7 +78,8 @@ __all__ = ["OpCost", "LAYERNORM_FORWARD", "LAYERNORM_BACKWARD", "GELU_FORWARD", 
            "SOFTMAX_FORWARD", "SOFTMAX_BACKWARD", "CROSS_ENTROPY_FORWARD", "CROSS_ENTROPY_BACKWARD",
            "forward_ops", "backward_ops", "training_ops", "prefill_ops", "decode_ops", "total",
            "matmul_intensity", "kv_cache_bytes", "max_cached_tokens", "matmul_peak", "stream_bandwidth",
-           "measure_roofline", "time_ops", "time_step", "GPT2_SMALL", "GPT2_MEDIUM", "main"]
+           "measure_roofline", "time_ops", "time_step", "GPT2_SMALL", "GPT2_MEDIUM", "BOOK_CONFIG", "measure",
+           "load_results", "main"]
 
 # FLOPs per element of the elementwise ops (exp, tanh, rsqrt count as one):
 LAYERNORM_FORWARD = 8  # mean 1, variance 3 (subtract, square, add), normalise 2, scale and shift 2
