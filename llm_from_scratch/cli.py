@@ -4,6 +4,9 @@
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
     llm-scratch embed --input FILE --output OUT.npy [--checkpoint DIR] [--batch-size N]
                                                a sentence embedding per non-empty line (all-MiniLM-L6-v2)
+    llm-scratch quantize RUN_DIR --bits 8|4 [--group-size 32] [--tied-head | --word-embeddings] --out DIR
+                                               int8 / int4 weights of a GPT run or a BERT checkpoint
+                                               (all-MiniLM-L6-v2 by name); generate and embed read DIR
 
     llm-scratch exercises list                 every exercise, by chapter
     llm-scratch exercises start NAME [--dir D] write a stub to D/NAME.py (never overwrites)
@@ -19,6 +22,7 @@ import argparse
 import dataclasses
 import importlib.util
 import io
+import json
 import os
 import sys
 import typing
@@ -140,7 +144,7 @@ def _cmd_generate(args) -> int:
     from llm_from_scratch.generate import generate
     from llm_from_scratch.pretrain import load_run
 
-    params, config, tok = load_run(args.checkpoint)
+    params, config, tok = _load_gpt(args.checkpoint, load_run)
     ids = tok.encode(args.prompt) if args.prompt else []
     if not ids:
         raise ValueError("the prompt is empty: give --prompt with at least one character")
@@ -155,6 +159,20 @@ def _cmd_generate(args) -> int:
             print(f"--- sample {i + 1}")
         print(tok.decode([int(t) for t in row]))
     return 0
+
+
+def _load_gpt(path, load_run):
+    """``(params, config, tokenizer)`` of a run or checkpoint folder, float or quantized."""
+    from llm_from_scratch import quantize
+    from llm_from_scratch.tokenizers import load_tokenizer
+
+    folder = Path(path)
+    if (folder / "config.json").is_file() and quantize.read_quantization(folder) is not None:
+        params, config = quantize.load_quantized(folder)
+        if not (folder / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{folder} has no tokenizer.json: quantize a run folder written by llm-scratch train")
+        return params, config, load_tokenizer(folder / "tokenizer.json")
+    return load_run(folder)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -189,7 +207,12 @@ def _cmd_embed(args) -> int:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such checkpoint folder (expected config.json, "
                                 "model.safetensors and vocab.txt)")
-    params, config = bert.from_pretrained(directory)
+    from llm_from_scratch import quantize
+
+    if (directory / "config.json").is_file() and quantize.read_quantization(directory) is not None:
+        params, config = quantize.load_quantized(directory)
+    else:
+        params, config = bert.from_pretrained(directory)
     tokenizer = bert.load_wordpiece(directory)
     options = bert.read_sentence_options(directory)
     if args.max_length is not None:
@@ -202,6 +225,56 @@ def _cmd_embed(args) -> int:
     n = len(sentences)
     print(f"embedded {n} sentences in {elapsed:.2f} s ({n / max(elapsed, 1e-9):.1f} sentences/s) with "
           f"{directory}: wrote {args.output}, shape {embeddings.shape}, float32")
+    return 0
+
+
+# files beside the weights that a quantized folder keeps: tokenizers and sentence-transformers settings
+_COPIED = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "modules.json",
+           "sentence_bert_config.json", "1_Pooling/config.json")
+
+
+def _cmd_quantize(args) -> int:
+    from llm_from_scratch import quantize
+    from llm_from_scratch.checkpoints import CHECKPOINTS, checkpoint_dir
+    from llm_from_scratch.models import bert, gpt
+    from llm_from_scratch.train import latest_checkpoint
+
+    if args.bits not in (4, 8):
+        raise ValueError(f"--bits must be 8 or 4, got {args.bits}")
+    if args.group_size < 2 or args.group_size % 2:
+        raise ValueError(f"--group-size must be an even number >= 2, got {args.group_size}")
+    source = checkpoint_dir(args.checkpoint) if args.checkpoint in CHECKPOINTS else Path(args.checkpoint)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist (expected a run folder, a checkpoint folder, or one of "
+                                f"{sorted(CHECKPOINTS)})")
+    folder = source if (source / "config.json").is_file() else latest_checkpoint(source)
+    if folder is None:
+        raise FileNotFoundError(f"{source} holds no checkpoint: expected config.json + model.safetensors, or a run "
+                                "folder with a 'latest' checkpoint")
+    if quantize.read_quantization(folder) is not None:
+        raise ValueError(f"{folder} is already quantized; quantize the float checkpoint")
+    model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", "gpt2")
+    if model_type == "bert":
+        params, config = bert.from_pretrained(folder, dtype=np.float32)
+    elif model_type == "gpt2":
+        params, config = gpt.from_pretrained(folder, dtype=np.float32)
+    else:
+        raise ValueError(f"{folder}/config.json: model_type {model_type!r}; expected 'gpt2' or 'bert'")
+    params_q = quantize.quantize_params(params, args.bits, args.group_size, tied_head=args.tied_head,
+                                        word_embeddings=args.word_embeddings)
+    out = Path(args.out)
+    if out.resolve() == folder.resolve():
+        raise ValueError(f"--out {out} is the checkpoint being quantized; write to another folder")
+    quantize.save_quantized(params_q, config, out)
+    for name in _COPIED:
+        if (folder / name).is_file():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(out / name, (folder / name).read_bytes())
+    before, after = quantize.params_nbytes(params), (out / "model.safetensors").stat().st_size
+    n = sum(isinstance(v, quantize.QuantizedTensor) for v in params_q.values())
+    what = "int8" if args.bits == 8 else f"int4 (groups of {args.group_size})"
+    print(f"wrote {out}: {n} matrices {what}, model.safetensors {after:,} bytes (float32 weights {before:,} bytes, "
+          f"{before / after:.2f}x)")
     return 0
 
 
@@ -368,6 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: the checkpoint's, 256 for all-MiniLM-L6-v2)")
     em.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     em.set_defaults(func=_cmd_embed)
+
+    qu = sub.add_parser("quantize", help="int8 or int4 weights of a GPT run or a BERT checkpoint")
+    qu.add_argument("checkpoint", help="a run folder (its latest checkpoint), a checkpoint folder, or all-MiniLM-L6-v2")
+    qu.add_argument("--bits", type=int, required=True, help="8 (one scale per output channel) or 4 (groups)")
+    qu.add_argument("--group-size", type=int, default=32, help="int4: input features per scale (default: 32)")
+    qu.add_argument("--tied-head", action="store_true", help="GPT: quantize the tied head / token embedding too")
+    qu.add_argument("--word-embeddings", action="store_true", help="BERT: quantize the word embedding table too")
+    qu.add_argument("--out", required=True, help="the folder to write")
+    qu.set_defaults(func=_cmd_quantize)
 
     sw = sub.add_parser("sweep", help="a grid of GPT training runs for scaling laws, results as JSON lines",
                         description=_SWEEP_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -33,6 +33,9 @@ way, as in nanoGPT.
 ``sequence_logprob`` scores a continuation, log p(idx[:, start:] | idx[:, :start]), to compare
 decoding strategies by the likelihood the model gives their outputs.
 
+Quantized weights (``quantize.quantize_params``) decode through the same functions: the cached
+forward then runs with ``quantize.quantized_ops``, whose linear layers read int8 or int4 codes.
+
 The cached forward is the model's own forward pass, ``models.gpt.gpt_logits``, given the cache:
 each block's ``attention.mha_forward`` writes the new keys and values into it and attends over
 all of them. It is inference only (no gradient flows through the cache). ``kernels="numba"``
@@ -322,17 +325,35 @@ def gpt_forward_cached(params: dict[str, np.ndarray], config: GPTConfig, idx: np
     >>> bool(np.allclose(first, full[:, :3]) and np.allclose(last, full[:, 3:]))
     True
     """
-    K = get_ops(kernels)
+    K = _ops(params, kernels)
     if check:
         _check_cached_inputs(params, config, idx, kv_cache, start)
     return gpt_logits(params, config, idx, K, kv_cache=kv_cache, start=start)[0]  # (B, T, V)
+
+
+def _ops(params, kernels: str):
+    """The ops for ``params``: ``get_ops(kernels)``, or for quantized weights (``quantize.quantize_params``)
+    the same ops with linear layers that read them (``quantize.quantized_ops``)."""
+    from llm_from_scratch import quantize
+
+    return quantize.quantized_ops(kernels) if quantize.is_quantized(params) else get_ops(kernels)
+
+
+def _check_params(params, config: GPTConfig) -> np.dtype:
+    """``check_params``, accepting quantized weights beside float32 tensors."""
+    from llm_from_scratch import quantize
+    from llm_from_scratch.models.gpt import param_shapes
+
+    if quantize.is_quantized(params):
+        return quantize.check_quantized_params(params, param_shapes(config))
+    return check_params(params, config)
 
 
 def _check_cached_inputs(params, config, idx, kv_cache, start) -> None:
     """Readable errors for the arguments of ``gpt_forward_cached``."""
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
-    dtype = check_params(params, config)
+    dtype = _check_params(params, config)
     _check_idx(idx, config)
     B, T = idx.shape
     L, NH, HS = config.n_layer, config.n_head, config.head_size
@@ -397,7 +418,9 @@ def generate(params: dict[str, np.ndarray], config: GPTConfig, idx: np.ndarray, 
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
     get_ops(kernels)
-    dtype = check_params(params, config)
+    dtype = _check_params(params, config)
+    if not use_cache and _ops(params, kernels) is not get_ops(kernels):
+        raise ValueError("quantized weights decode with the key/value cache only: use_cache=True")
     _check_idx(idx, config)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")

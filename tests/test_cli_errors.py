@@ -93,6 +93,13 @@ CASES = {
     "embed: max length too small": ("embed", "--input", "{r}/sentences.txt", "--output", "{r}/e.npy",
                                     "--max-length", "1"),
     "embed: output is a directory": ("embed", "--input", "{r}/sentences.txt", "--output", "{r}/adir"),
+    # quantize
+    "quantize: bits not 4 or 8": ("quantize", "{r}/run", "--bits", "5", "--out", "{r}/q1"),
+    "quantize: group size not dividing C": ("quantize", "{r}/run", "--bits", "4", "--group-size", "6", "--out", "{r}/q2"),
+    "quantize: odd group size": ("quantize", "{r}/run", "--bits", "4", "--group-size", "3", "--out", "{r}/q3"),
+    "quantize: missing run": ("quantize", "{r}/nothing", "--bits", "8", "--out", "{r}/q4"),
+    "quantize: corrupt config.json": ("quantize", "{r}/corrupt", "--bits", "8", "--out", "{r}/q5"),
+    "quantize: no --bits": ("quantize", "{r}/run", "--out", "{r}/q6"),
     # exercises
     "exercises: unknown name": ("exercises", "check", "no_such_exercise"),
     "exercises: no solution file": ("exercises", "check", "softmax_backward", "--dir", "{r}/adir"),

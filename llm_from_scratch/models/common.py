@@ -133,6 +133,10 @@ def read_config(path, from_dict):
         raise FileNotFoundError(f"{path}: no such config file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(d, dict) and "quantization_config" in d:
+        method = d["quantization_config"].get("quant_method") if isinstance(d["quantization_config"], dict) else None
+        raise ValueError(f"{path}: this is a quantized checkpoint ({method}), not float weights; load it with "
+                         "llm_from_scratch.quantize.load_quantized")
     try:
         return from_dict(d)
     except (TypeError, ValueError) as exc:

@@ -572,8 +572,7 @@ def encoder_forward(params, config, input_ids, token_type_ids=None, attention_ma
         raise TypeError(f"config must be a BertConfig, got {type(config).__name__}")
     if inference and train:
         raise ValueError("inference=True keeps no cache for a backward pass, so it cannot train: pass train=False")
-    K = get_ops(kernels)
-    dtype = check_params(params, config)
+    K, dtype = _ops_and_dtype(params, config, kernels)
     token_type_ids, key_mask = _check_inputs(config, input_ids, token_type_ids, attention_mask)
     if pool and "bert.pooler.dense.weight" not in params:
         raise KeyError("params has no pooler (bert.pooler.dense.*); build them with init_params(config, "
@@ -606,6 +605,17 @@ def encoder_forward(params, config, input_ids, token_type_ids=None, attention_ma
     cache = EncoderCache(config, K, dtype, list(param_shapes(config, heads_of(params))), input_ids.shape,
                          word_cache, seg_cache, ln_e, drop_e, layers, pool_cache)
     return x, pooled, cache
+
+
+def _ops_and_dtype(params, config: BertConfig, kernels: str):
+    """``get_ops(kernels)`` and the checked dtype of ``params``; for quantized weights
+    (``quantize.quantize_params``, forward only) the ops whose linear layers read them."""
+    from llm_from_scratch import quantize
+
+    if quantize.is_quantized(params):
+        get_ops(kernels)  # the name is checked as for float weights
+        return quantize.quantized_ops(kernels), quantize.check_quantized_params(params, param_shapes(config, heads_of(params)))
+    return get_ops(kernels), check_params(params, config)
 
 
 def encoder_backward(cache: EncoderCache, dx: np.ndarray | None, dpooled: np.ndarray | None
