@@ -120,6 +120,32 @@ def _tiny_storyworld_case(seed, n):
     return make
 
 
+def smoothing_cost_bits(k, vocab_size, eps):
+    """The KL divergence, in bits, from a source that picks uniformly among ``k`` of
+    ``vocab_size`` characters to a model that mixes the truth with the uniform distribution:
+    ``q = (1 - eps) p + eps / vocab_size``. It is the excess loss, per character, that smoothing
+    costs where the truth is known exactly.
+
+    Each of the ``k`` possible characters has ``p = 1/k`` and
+    ``q = (1 - eps)/k + eps/vocab_size``, the others have ``p = 0`` and add nothing, so
+    ``KL(p || q) = sum_k (1/k) log2((1/k) / q) = -log2(1 - eps + eps k / vocab_size)``.
+
+    Example: a certain character (k = 1) among 37, eps = 0.1:
+    -log2(0.9 + 0.1/37) = 0.1477 bits; with k = 37 (the truth is uniform) the cost is 0.
+    """
+    p = np.zeros(vocab_size)                        # (V,) the source
+    p[:k] = 1.0 / k
+    q = (1.0 - eps) * p + eps / vocab_size          # (V,) the smoothed model
+    support = p > 0                                 # 0 log 0 = 0
+    return float(np.sum(p[support] * np.log2(p[support] / q[support])))
+
+
+def _wrong_smoothing_cost_bits(k, vocab_size, eps):
+    # a common slip: count only the mass taken away, forgetting the eps k / V that the uniform
+    # part gives back to the k possible characters
+    return -math.log2(1.0 - eps)
+
+
 EXERCISES = [
     register(Exercise(
         name="bigram_perplexity", chapter=1, title="perplexity of an add-alpha bigram model",
@@ -156,7 +182,20 @@ EXERCISES = [
         hint="divide the mean of -logprobs by the mean of the lengths (a ratio of means), then "
              "convert nats to bits; the standard error uses sd(a - H b) with ddof=1",
     )),
+    register(Exercise(
+        name="smoothing_cost_bits", chapter=1, title="what smoothing costs where the truth is sure (a KL)",
+        reference=smoothing_cost_bits,
+        cases=(
+            Case("the docstring's example: a certain character among 37, eps = 0.1", lambda: (1, 37, 0.1)),
+            Case("two equally likely characters among 37, eps = 0.01", lambda: (2, 37, 0.01)),
+            Case("six of 37, eps = 0.5", lambda: (6, 37, 0.5)),
+            Case("one of 50,257 tokens, eps = 0.001", lambda: (1, 50_257, 0.001)),
+        ),
+        rtol=1e-10, atol=1e-12,
+        hint="q gives each of the k possible characters (1 - eps)/k + eps/V; the KL sums "
+             "(1/k) log2((1/k) / q) over those k characters only",
+    )),
 ]
 
 WRONG = {"bigram_perplexity": _wrong_bigram_perplexity, "entropy_bits": _wrong_entropy_bits,
-         "entropy_rate": _wrong_entropy_rate}
+         "entropy_rate": _wrong_entropy_rate, "smoothing_cost_bits": _wrong_smoothing_cost_bits}

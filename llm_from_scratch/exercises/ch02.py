@@ -140,6 +140,39 @@ def _wrong_wordpiece_split(word, vocab, unk="[UNK]"):
     return pieces
 
 
+# ---------------------------------------------------------------------------------------------
+# merge_saving
+
+
+def merge_saving(run_lengths, counts):
+    """What merging the pair ``(a, a)`` does to chunks that are runs of one byte: chunk ``i`` is
+    ``run_lengths[i]`` copies of ``a`` and occurs ``counts[i]`` times. Return
+    ``(pair_count, tokens_saved)``, the pair's count ``c`` as BPE ranks it and the number ``m``
+    of tokens the merge removes.
+
+    A run of ``n`` holds the pair at each of its ``n - 1`` adjacent positions, overlaps included,
+    so ``c = sum counts_i (n_i - 1)``. The merge scans left to right and, after replacing a pair,
+    continues after it, so it replaces positions (1, 2), (3, 4), ...: ``floor(n / 2)`` pairs,
+    and ``m = sum counts_i floor(n_i / 2)``.
+
+    Example: an indentation of 8 spaces seen 10 times and one of 3 spaces seen once:
+    c = 10 * 7 + 2 = 72, m = 10 * 4 + 1 = 41.
+    """
+    from llm_from_scratch.tokenizers.bpe import get_pair_counts, merge
+
+    chunks = [[97] * int(n) for n in run_lengths]          # each run as byte ids of "a"
+    pair_count = get_pair_counts(chunks, list(counts)).get((97, 97), 0)
+    saved = sum(int(k) * (len(ids) - len(merge(ids, (97, 97), 256)))
+                for ids, k in zip(chunks, counts))
+    return int(pair_count), int(saved)
+
+
+def _wrong_merge_saving(run_lengths, counts):
+    # a common slip: take the pair's count as the number of tokens the merge saves
+    c = sum(int(k) * max(int(n) - 1, 0) for n, k in zip(run_lengths, counts))
+    return c, c
+
+
 _VOCAB = {"un", "##aff", "##able", "##a", "a", "##f", "##b", "##l", "##e", "play", "##ing", "##in", "##g",
           "p", "##l", "##ay", "##s"}
 
@@ -189,7 +222,20 @@ EXERCISES = [
         hint="try the longest candidate first and shorten it one character at a time; "
              "continuation pieces start with '##'",
     )),
+    register(Exercise(
+        name="merge_saving", chapter=2, title="a merge's count against the tokens it saves (overlaps)",
+        reference=merge_saving,
+        cases=(
+            Case("the docstring's example: 8 spaces 10 times, 3 spaces once", lambda: ([8, 3], [10, 1])),
+            Case("aaa: the pair twice, one token saved", lambda: ([3], [1])),
+            Case("runs of 1 to 9", lambda: (list(range(1, 10)), [1] * 9)),
+            Case("indentation of 4, 8, 12 and 16 spaces with counts", lambda: ([4, 8, 12, 16], [500, 300, 120, 40])),
+            Case("odd runs seen often", lambda: ([5, 7, 2], [13, 6, 21])),
+        ),
+        hint="in a run of n there are n - 1 overlapping pairs, but a left-to-right merge can only "
+             "use every other one: n // 2",
+    )),
 ]
 
 WRONG = {"bpe_merge": _wrong_bpe_merge, "most_frequent_pair": _wrong_most_frequent_pair,
-         "wordpiece_split": _wrong_wordpiece_split}
+         "wordpiece_split": _wrong_wordpiece_split, "merge_saving": _wrong_merge_saving}

@@ -1,8 +1,10 @@
 """Exercises for chapter 3, neural networks and backpropagation.
 
-Each exercise asks for the backward pass of one op, given plain arrays rather than a cache. The
-references call the package's own ``ops`` functions, so a passing solution agrees with the code
-the rest of the book trains with.
+Each exercise but the last asks for the backward pass of one op, given plain arrays rather than a
+cache. The references call the package's own ``ops`` functions, so a passing solution agrees with
+the code the rest of the book trains with. The last, ``central_difference_best_step``, is a
+derivation whose answer is a pair of numbers: the step that minimises the error of a central
+difference, and the error there.
 """
 
 from __future__ import annotations
@@ -153,6 +155,32 @@ def _leaves_inputs_alone(fn, make_args):
     return ""
 
 
+# ----------------------------------------------------------------------------------------------
+# the best step of a central difference (a derivation)
+
+def central_difference_best_step(eps, f_abs, f3_abs):
+    """The step ``h`` that minimises the error model of a central difference, and the error
+    there, as ``(h_star, error_star)``.
+
+    The central difference ``(f(x + h) - f(x - h)) / 2h`` has a truncation error of about
+    ``|f'''| h^2 / 6`` and a rounding error of about ``eps |f| / h``, so its error is about
+    ``E(h) = f3_abs h^2 / 6 + eps f_abs / h``. Setting ``E'(h) = f3_abs h / 3 - eps f_abs / h^2``
+    to zero gives ``h_star = (3 eps f_abs / f3_abs) ** (1/3)``, and there the rounding term is
+    twice the truncation term, so ``E(h_star) = f3_abs h_star^2 / 2``.
+
+    Example: eps = 1, |f| = 9, |f'''| = 1: h_star = 27^(1/3) = 3, E = 9/6 + 9/3 = 4.5.
+    """
+    h = (3.0 * eps * f_abs / f3_abs) ** (1.0 / 3.0)
+    error = f3_abs * h ** 2 / 6.0 + eps * f_abs / h       # E(h) at the minimum
+    return float(h), float(error)
+
+
+def _wrong_central_difference_best_step(eps, f_abs, f3_abs):
+    # a common slip: differentiate h^2 / 6 to h / 6 (the 2 forgotten), so h^3 = 6 eps |f| / |f'''|
+    h = (6.0 * eps * f_abs / f3_abs) ** (1.0 / 3.0)
+    return float(h), float(f3_abs * h ** 2 / 6.0 + eps * f_abs / h)
+
+
 EXERCISES = [
     register(Exercise(
         name="linear_backward", chapter=3, title="the backward pass of a linear layer",
@@ -215,6 +243,21 @@ EXERCISES = [
         hint="the mean and the variance depend on x too: with dxhat = dout * w, "
              "dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps), means over C",
     )),
+    register(Exercise(
+        name="central_difference_best_step", chapter=3,
+        title="the best step of a central difference, and the error there (a derivation)",
+        reference=central_difference_best_step,
+        rtol=1e-10, atol=0.0,
+        cases=(
+            Case("the docstring's example: eps 1, |f| 9, |f'''| 1", lambda: (1.0, 9.0, 1.0)),
+            Case("float64, |f| = |f'''| = 1", lambda: (float(np.finfo(np.float64).eps), 1.0, 1.0)),
+            Case("float32, |f| = |f'''| = 1", lambda: (float(np.finfo(np.float32).eps), 1.0, 1.0)),
+            Case("float64, a large loss (|f| = 300) and |f'''| = 0.02",
+                 lambda: (float(np.finfo(np.float64).eps), 300.0, 0.02)),
+            Case("bfloat16's epsilon, |f| = 2, |f'''| = 50", lambda: (2.0 ** -7, 2.0, 50.0)),
+        ),
+        hint="differentiate E(h) = f3 h^2 / 6 + eps f / h and set it to zero: f3 h / 3 = eps f / h^2",
+    )),
 ]
 
 WRONG = {
@@ -222,4 +265,5 @@ WRONG = {
     "embedding_backward": _wrong_embedding_backward,
     "softmax_backward": _wrong_softmax_backward,
     "layernorm_backward": _wrong_layernorm_backward,
+    "central_difference_best_step": _wrong_central_difference_best_step,
 }

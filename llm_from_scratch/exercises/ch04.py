@@ -151,6 +151,46 @@ def _wrong_perplexity_to_bits_per_char(perplexity, n_tokens, n_chars):
     return (n_chars / n_tokens) * np.log2(perplexity)
 
 
+# ---------------------------------------------------------------------------------------------
+# smoothed_loss_minimum (a derivation)
+
+def smoothed_loss_minimum(p, eps):
+    """The lowest expected label-smoothed loss, in nats, that any prediction can reach when the
+    next token comes from ``p`` (a 1-D distribution over V tokens) and the targets are smoothed
+    with ``eps`` as in ``ops.cross_entropy_forward``.
+
+    The expected smoothed loss of a prediction q is the cross-entropy H(p_eps, q) against the
+    mixture ``p_eps = (1 - eps) p + eps / V``, which is H(p_eps) + KL(p_eps || q): by Gibbs'
+    inequality it is smallest at q = p_eps, and the minimum is the entropy of the mixture,
+    ``H(p_eps)``. It is not ``(1 - eps) H(p) + eps log V``: the entropy of a mixture is larger
+    than the mixture of the entropies.
+
+    Example: a certain token (p = [1, 0]) with eps = 0.5: p_eps = [0.75, 0.25] and the minimum is
+    -(0.75 ln 0.75 + 0.25 ln 0.25) = 0.5623 nats (the wrong mixture of entropies gives
+    0.5 ln 2 = 0.3466).
+    """
+    p = np.asarray(p, dtype=np.float64)                      # (V,)
+    mixture = (1.0 - eps) * p + eps / p.size                 # (V,) the smoothed target's mean
+    nz = mixture[mixture > 0]
+    return float(-(nz * np.log(nz)).sum())
+
+
+def _wrong_smoothed_loss_minimum(p, eps):
+    # a common slip: mix the entropies instead of taking the entropy of the mixture
+    p = np.asarray(p, dtype=np.float64)
+    nz = p[p > 0]
+    return float((1.0 - eps) * -(nz * np.log(nz)).sum() + eps * np.log(p.size))
+
+
+def _smoothed_case(seed, V, zeros, eps):
+    def make():
+        rng = np.random.default_rng(seed)
+        p = rng.random(V)
+        p[:zeros] = 0.0
+        return (p / p.sum(), eps)
+    return make
+
+
 EXERCISES = [
     register(Exercise(
         name="cross_entropy_ignore_index", chapter=4,
@@ -208,6 +248,22 @@ EXERCISES = [
         hint="bits per character = log2(perplexity) * n_tokens / n_chars: a text costs "
              "n_tokens * log2(P) bits in total",
     )),
+    register(Exercise(
+        name="smoothed_loss_minimum", chapter=4,
+        title="the lowest label-smoothed loss any prediction can reach (a derivation)",
+        reference=smoothed_loss_minimum,
+        rtol=1e-10, atol=1e-12,
+        cases=(
+            Case("the docstring's example: a certain token of two, eps = 0.5", lambda: (np.array([1.0, 0.0]), 0.5)),
+            Case("a certain token of 10, eps = 0.1", lambda: (np.eye(10)[3], 0.1)),
+            Case("the chapter's six-token distribution, eps = 0.1",
+                 lambda: (np.array([0.55, 0.25, 0.1, 0.05, 0.05, 0.0]), 0.1)),
+            Case("uniform over 8 of 37 tokens, eps = 0.3", lambda: (np.r_[np.full(8, 1 / 8), np.zeros(29)], 0.3)),
+            Case("a random distribution over 37 with zeros, eps = 0.05", _smoothed_case(0, 37, 9, 0.05)),
+        ),
+        hint="the expected smoothed loss of q is a cross-entropy against (1 - eps) p + eps / V; "
+             "Gibbs' inequality says where it is smallest and what it is there",
+    )),
 ]
 
 WRONG = {
@@ -215,4 +271,5 @@ WRONG = {
     "log_sum_exp": _wrong_log_sum_exp,
     "kl_divergence": _wrong_kl_divergence,
     "perplexity_to_bits_per_char": _wrong_perplexity_to_bits_per_char,
+    "smoothed_loss_minimum": _wrong_smoothed_loss_minimum,
 }

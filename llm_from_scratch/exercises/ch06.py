@@ -4,7 +4,8 @@ The references are the package's own code: ``attention.attention_forward`` on on
 one head (causal attention), ``attention.attention_forward`` followed by
 ``attention.attention_backward`` (the backward pass from q, k, v and the upstream gradient), and
 ``attention.split_heads``. Each wrapper imports what it calls inside its body, so its source,
-copied into a file on its own, still runs.
+copied into a file on its own, still runs. ``scaled_score_variance`` is a derivation whose answer
+is a number: the variance of ``q . k / sqrt(d)`` for entries with nonzero means.
 """
 
 from __future__ import annotations
@@ -143,6 +144,31 @@ def _split_case(seed, shape, NH):
     return make
 
 
+# ---------------------------------------------------------------------------------------------
+# scaled_score_variance (a derivation)
+
+def scaled_score_variance(mu_q, var_q, mu_k, var_k):
+    """The variance of the scaled score ``q . k / sqrt(d)`` when the ``d`` entries of ``q`` and of
+    ``k`` are independent, those of ``q`` with mean ``mu_q`` and variance ``var_q``, those of
+    ``k`` with mean ``mu_k`` and variance ``var_k``. It does not depend on ``d``.
+
+    One term: ``Var(q_i k_i) = E[q_i^2] E[k_i^2] - (E[q_i] E[k_i])^2
+    = (var_q + mu_q^2)(var_k + mu_k^2) - mu_q^2 mu_k^2``. The ``d`` terms are independent, so
+    their sum has ``d`` times that variance, and dividing by ``sqrt(d)`` divides it by ``d``.
+
+    Example: mean-zero entries of variance 1 give 1, the chapter's case; with mu_q = 1, var_q = 1,
+    mu_k = 0, var_k = 2: (1 + 1)(2 + 0) - 0 = 4, not var_q var_k = 2.
+    """
+    e_q2 = var_q + mu_q ** 2                     # E[q_i^2]
+    e_k2 = var_k + mu_k ** 2                     # E[k_i^2]
+    return float(e_q2 * e_k2 - (mu_q * mu_k) ** 2)
+
+
+def _wrong_scaled_score_variance(mu_q, var_q, mu_k, var_k):
+    # a common slip: multiply the variances, as if the means did not matter
+    return float(var_q * var_k)
+
+
 EXERCISES = [
     register(Exercise(
         name="causal_attention", chapter=6, title="causal scaled dot-product attention of one head",
@@ -185,7 +211,22 @@ EXERCISES = [
         hint="reshape (B, T, C) to (B, T, NH, HS), so consecutive channels stay in one head, then move "
              "the head axis before the time axis",
     )),
+    register(Exercise(
+        name="scaled_score_variance", chapter=6,
+        title="the variance of a scaled attention score (a derivation)",
+        reference=scaled_score_variance,
+        rtol=1e-12, atol=1e-12,
+        cases=(
+            Case("the docstring's example: mu_q 1, var_q 1, mu_k 0, var_k 2", lambda: (1.0, 1.0, 0.0, 2.0)),
+            Case("the chapter's case: means 0, variances 1", lambda: (0.0, 1.0, 0.0, 1.0)),
+            Case("both means nonzero", lambda: (0.5, 2.0, -1.5, 0.25)),
+            Case("small variances, large means", lambda: (3.0, 0.01, 2.0, 0.04)),
+            Case("constant keys (var_k = 0)", lambda: (0.0, 1.5, 0.7, 0.0)),
+        ),
+        hint="Var(q_i k_i) = E[q_i^2] E[k_i^2] - (E[q_i k_i])^2 for independent q_i and k_i, and "
+             "E[x^2] = Var(x) + E[x]^2",
+    )),
 ]
 
 WRONG = {"causal_attention": _wrong_causal_attention, "attention_backward": _wrong_attention_backward,
-         "split_heads": _wrong_split_heads}
+         "split_heads": _wrong_split_heads, "scaled_score_variance": _wrong_scaled_score_variance}
