@@ -3,6 +3,7 @@
     llm-scratch train --out runs/story [--data storyworld|stdlib|FILE] [--tokenizer char|bpe] [--steps N] ...
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
     llm-scratch baseline mlp --out FILE        chapter 3's MLP, trained and scored, as a JSON record
+    llm-scratch parity --out FILE              the GPT against transformers' GPT-2 (reference packages needed)
     llm-scratch embed --input FILE --output OUT.npy [--checkpoint DIR] [--batch-size N]
                                                a sentence embedding per non-empty line (all-MiniLM-L6-v2)
 
@@ -247,6 +248,17 @@ def _cmd_baseline(args) -> int:
     return 0
 
 
+def _cmd_parity(args) -> int:
+    from llm_from_scratch.parity import write_parity_record
+
+    record = write_parity_record(args.out)
+    for precision, r in record["results"].items():
+        print(f"{precision}: logits {r['logits']:.1e}, loss {r['loss_diff']:.1e}, worst gradient "
+              f"{r['gradient_worst']:.1e} ({r['gradient_worst_name']})")
+    print(f"written to {args.out}")
+    return 0
+
+
 def _cmd_serve(args) -> int:
     from llm_from_scratch.serve.app import ServerSettings, serve
 
@@ -411,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--out", required=True, help="where to write the record, e.g. "
                     "book/data/baselines/mlp_storyworld.json")
     bl.set_defaults(func=_cmd_baseline)
+
+    pa = sub.add_parser("parity", help="compare the package's GPT with Hugging Face's GPT-2 (needs the reference "
+                        "packages) and write the largest differences as JSON")
+    pa.add_argument("--out", required=True, help="e.g. book/data/parity/gpt2_transformers.json")
+    pa.set_defaults(func=_cmd_parity)
 
     pb = sub.add_parser("pretrain-bert", help="pretrain chapter 9's tiny BERT on StoryWorld by masked LM")
     pb.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, "
