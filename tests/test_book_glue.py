@@ -16,7 +16,8 @@ The rule of (b), chosen to catch copies and not coincidences. A number typed in 
 ``g`` when it equals ``g`` at the precision it is typed with:
 
 - a decimal (``0.29``, ``3.16``, ``12.5``) when ``g`` rounded to the typed number of decimals equals
-  it; a percentage (``38%``, ``0.31%``) when ``100 g`` or ``g`` rounded so equals it; an integer of
+  it; a percentage (``38%``, ``0.31%``) when ``g`` rounded so equals it, or ``100 g`` does and
+  the notebook shows that glue as a percentage (``{glue:text}`share:.0%```) somewhere; an integer of
   at least 100 that is not a year (``1,500``, ``124,439,808``) when ``g`` rounded to an integer does;
 - and it carries at least three significant digits (``0.362``, ``12.5%``, ``2,400``; an integer's
   digits all count, but a round one, ``10%``, ``500`` or ``2,000``, never counts), or it carries
@@ -140,8 +141,18 @@ def prose(markdown: str) -> str:
     return markdown
 
 
-def typed_copies(markdown: str, values: dict[str, float]) -> list[tuple[str, str]]:
+def percent_glues(markdown: str) -> set[str]:
+    """The glue names a markdown text formats as a percentage (``{glue:text}`share:.0%```)."""
+    return {role.split(":")[0].strip() for role in GLUE_ROLE.findall(markdown)
+            if ":" in role and role.rstrip().endswith("%")}
+
+
+def typed_copies(markdown: str, values: dict[str, float],
+                 percent_names: set[str] = frozenset()) -> list[tuple[str, str]]:
     """(typed number, glue name) for every number typed in the prose that copies a glued value.
+
+    A typed percentage copies a glued fraction ``g`` (as ``100 g``) only if the notebook shows
+    that glue as a percentage somewhere (``percent_names``, or a reference in ``markdown``).
 
     >>> values = {"loss": 0.5432, "steps": 1500.0, "share": 0.3814, "flag": 1.0, "lr": 0.5, "bpc": 0.3621}
     >>> typed_copies("the loss is 0.543 after 1,500 steps; a 0.5 rate, 2 runs, 38% and 0.36", values)
@@ -152,6 +163,7 @@ def typed_copies(markdown: str, values: dict[str, float]) -> list[tuple[str, str
     []
     """
     nearby = set(glue_references(markdown))
+    as_percent = set(percent_names) | percent_glues(markdown)
     found = []
     for match in NUMBER.finditer(prose(markdown)):
         text, percent = match.group(1), bool(match.group(2))
@@ -166,17 +178,17 @@ def typed_copies(markdown: str, values: dict[str, float]) -> list[tuple[str, str
         if significant < 2:
             continue
         if percent:
-            candidates = lambda g: (round(100 * g, decimals), round(g, decimals))
+            candidates = lambda g, name: ((round(100 * g, decimals),) if name in as_percent else ()) + (round(g, decimals),)
         elif decimals:
-            candidates = lambda g: (round(g, decimals),)
+            candidates = lambda g, name: (round(g, decimals),)
         else:
             if typed < 100 or ("," not in text and 1900 <= typed <= 2099):
                 continue
-            candidates = lambda g: (round(g),)
+            candidates = lambda g, name: (round(g),)
         for name, g in values.items():
             if g in (0.0, 1.0) or (significant < 3 and name not in nearby):
                 continue
-            if any(abs(abs(c) - typed) < 1e-9 * max(1.0, typed) for c in candidates(g)):
+            if any(abs(abs(c) - typed) < 1e-9 * max(1.0, typed) for c in candidates(g, name)):
                 found.append((text + ("%" if percent else ""), name))
                 break
     return found
@@ -227,6 +239,12 @@ def test_rule_b_finds_a_three_digit_copy_anywhere_but_not_a_two_digit_coincidenc
     assert typed_copies("an exploratory run ended at 0.29", values) == []
 
 
+def test_rule_b_reads_a_percentage_as_a_fraction_only_where_the_glue_is_one():
+    values = {"gap": 0.1163}
+    assert typed_copies("a gap of {glue:text}`gap:.2f` bits, chance 12%", values) == []
+    assert typed_copies("a gap of {glue:text}`gap:.2f` bits, 12% of it", values, {"gap"}) == [("12%", "gap")]
+
+
 def test_rule_b_leaves_settings_years_and_one_digit_numbers_alone():
     values = {"loss": 0.5432, "lr": 0.003, "n": 3.0, "share": 0.0512}
     text = ("a 3-gram at lr 0.003 (0.3 and 5% are one digit), Kaplan et al. 2020, "
@@ -253,8 +271,10 @@ def test_no_typed_copies_of_glued_numbers(path):
         pytest.skip(message)
     values = glued_values(cells)
     allowed = ALLOWED.get(path.name, {})
-    copies = [(typed, name) for cell in _cells(path) if cell["cell_type"] == "markdown"
-              for typed, name in typed_copies(_source(cell), values) if typed not in allowed]
+    markdown = [_source(cell) for cell in _cells(path) if cell["cell_type"] == "markdown"]
+    as_percent = set().union(*(percent_glues(m) for m in markdown))
+    copies = [(typed, name) for m in markdown for typed, name in typed_copies(m, values, as_percent)
+              if typed not in allowed]
     print(f"{path.name}: {len(values)} glued numbers, {len(copies)} typed copies")
     assert not copies, (f"{path.name}: numbers typed in the markdown that a glued value of the notebook "
                         f"holds (typed, glue name): {copies}; write {{glue:text}}`name:FORMAT` instead")
