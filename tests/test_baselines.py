@@ -41,3 +41,29 @@ def test_the_first_300_steps_reproduce_the_committed_curve():
     assert short["val_bpc"] is None and short["steps_trained"] == 300
     assert abs(bpc - committed) < 1e-4, (f"the first 300 steps give {bpc:.6f} bits per character, the "
                                          f"committed record {committed:.6f}; abs difference {abs(bpc - committed):.2e}")
+
+
+def test_chapter_3_still_trains_the_mlp_with_the_recorded_settings():
+    """The record stands for chapter 3's MLP only while chapter 3 trains it the same way: if the
+    chapter's settings change, re-run ``llm-scratch baseline mlp`` (and update MLP_SETTINGS)."""
+    import json
+    import re
+
+    cells = json.loads((ROOT / "book" / "03_neural_networks.ipynb").read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    s = MLP_SETTINGS
+    expected = {
+        "K": rf"^K = {s['context']}\b",
+        "config": rf"MLPConfig\(vocab_size=V, context=K, n_embd={s['n_embd']}, n_hidden={s['n_hidden']}\)",
+        "init": rf"init_params\(config, seed={s['init_seed']}\)",
+        "train_mlp": (rf"train_mlp\(params, config, train_ids, val_ids\[:{s['eval_chars']:_}\], steps={s['steps']}, "
+                      rf"batch_size={s['batch_size']},\s*lr=3e-3, warmup={s['warmup']}, "
+                      rf"eval_every={s['eval_every']}, seed={s['seed']}"),
+        "train text": rf'world.corpus\("train", n_chars={s["train_chars"]:_}, seed={s["data_seed"]}\)',
+        "val text": rf'world.corpus\("val", n_chars={s["val_chars"]:_}, seed={s["data_seed"]}\)',
+    }
+    assert s["lr"] == 3e-3 and s["weight_decay"] == 0.01 and s["clip"] == 1.0   # train_mlp's defaults in chapter 3
+    missing = [name for name, pattern in expected.items() if not re.search(pattern, code, re.MULTILINE)]
+    assert not missing, (f"chapter 3 no longer trains its MLP as {MLP_RECORD.name} records ({missing} changed); "
+                         f"update llm_from_scratch.baselines.MLP_SETTINGS and re-run: "
+                         f"llm-scratch baseline mlp --out {MLP_RECORD}")
