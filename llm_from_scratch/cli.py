@@ -2,6 +2,8 @@
 
     llm-scratch train --out runs/story [--data storyworld|stdlib|FILE] [--tokenizer char|bpe] [--steps N] ...
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
+    llm-scratch baseline mlp --out FILE        chapter 3's MLP, trained and scored, as a JSON record
+    llm-scratch parity --out FILE              the GPT against transformers' GPT-2 (reference packages needed)
     llm-scratch embed --input FILE --output OUT.npy [--checkpoint DIR] [--batch-size N]
                                                a sentence embedding per non-empty line (all-MiniLM-L6-v2)
     llm-scratch quantize RUN_DIR --bits 8|4 [--group-size 32] [--tied-head | --word-embeddings] --out DIR
@@ -309,6 +311,27 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_baseline(args) -> int:
+    from llm_from_scratch.baselines import write_mlp_baseline
+
+    record = write_mlp_baseline(args.out)
+    print(f"{args.out}: MLP (chapter 3's settings), {record['n_params']:,} parameters, "
+          f"{record['steps_trained']:,} steps in {record['seconds']:.0f} s: validation "
+          f"{record['val_bpc']:.4f} bits per character")
+    return 0
+
+
+def _cmd_parity(args) -> int:
+    from llm_from_scratch.parity import write_parity_record
+
+    record = write_parity_record(args.out)
+    for precision, r in record["results"].items():
+        print(f"{precision}: logits {r['logits']:.1e}, loss {r['loss_diff']:.1e}, worst gradient "
+              f"{r['gradient_worst']:.1e} ({r['gradient_worst_name']})")
+    print(f"written to {args.out}")
+    return 0
+
+
 def _cmd_serve(args) -> int:
     from llm_from_scratch.serve.app import ServerSettings, serve
 
@@ -476,6 +499,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="copy finished runs with the same id from FILE instead of training them again")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their FLOPs, train nothing")
     sw.set_defaults(func=_cmd_sweep)
+
+    bl = sub.add_parser("baseline", help="recompute a baseline that later chapters quote, as a small JSON file")
+    bl.add_argument("model", choices=["mlp"], help="mlp: chapter 3's MLP language model on StoryWorld")
+    bl.add_argument("--out", required=True, help="where to write the record, e.g. "
+                    "book/data/baselines/mlp_storyworld.json")
+    bl.set_defaults(func=_cmd_baseline)
+
+    pa = sub.add_parser("parity", help="compare the package's GPT with Hugging Face's GPT-2 (needs the reference "
+                        "packages) and write the largest differences as JSON")
+    pa.add_argument("--out", required=True, help="e.g. book/data/parity/gpt2_transformers.json")
+    pa.set_defaults(func=_cmd_parity)
 
     pb = sub.add_parser("pretrain-bert", help="pretrain chapter 9's tiny BERT on StoryWorld by masked LM")
     pb.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, "

@@ -195,6 +195,23 @@ def _schedule_matches(fn):
     return ""
 
 
+def adam_uncorrected_step(t, beta1=0.9, beta2=0.999):
+    """The length of Adam's step at step ``t``, in units of the learning rate, for a gradient that
+    is the same number ``g`` at every step, when the two moving averages are NOT bias-corrected:
+    ``|m_t / sqrt(v_t)|`` with ``m_0 = v_0 = 0`` (and ``eps`` = 0).
+
+    Derivation: ``m_t = (1 - beta1) * sum_k beta1^(t-k) g = (1 - beta1^t) g`` and likewise
+    ``v_t = (1 - beta2^t) g^2``, so the step is ``(1 - beta1^t) / sqrt(1 - beta2^t)``, whatever g.
+
+    Example: at t = 1, (1 - 0.9) / sqrt(1 - 0.999) = 0.1 / 0.0316 = 3.16.
+    """
+    return (1 - beta1 ** t) / math.sqrt(1 - beta2 ** t)
+
+
+def _wrong_adam_uncorrected_step(t, beta1=0.9, beta2=0.999):
+    return (1 - beta1 ** t) / (1 - beta2 ** t)  # v_t's factor without its square root
+
+
 EXERCISES = [
     register(Exercise(
         name="momentum_step", chapter=5, title="one SGD step with heavy-ball or Nesterov momentum",
@@ -268,6 +285,20 @@ EXERCISES = [
              "(total_steps - warmup_steps) goes from 0 to 1 and lr = min_lr + (max_lr - min_lr) * "
              "(1 + cos(pi * progress)) / 2; min_lr from total_steps on",
     )),
+    register(Exercise(
+        name="adam_uncorrected_step", chapter=5, title="Adam's step without bias correction (a derivation)",
+        reference=adam_uncorrected_step,
+        cases=(
+            Case("the first step, default betas", lambda: (1,)),
+            Case("step 12, default betas", lambda: (12,)),
+            Case("step 1,000, default betas", lambda: (1000,)),
+            Case("step 5 with beta1 = 0.8, beta2 = 0.99", lambda: (5, 0.8, 0.99)),
+            Case("step 300 with beta1 = 0.9, beta2 = 0.95", lambda: (300, 0.9, 0.95)),
+        ),
+        rtol=1e-12, atol=1e-12,
+        hint="unroll m_t = beta1 m_(t-1) + (1 - beta1) g from m_0 = 0: a geometric sum, (1 - beta1^t) g; "
+             "the same for v_t with g^2; the step is m_t / sqrt(v_t)",
+    )),
 ]
 
 WRONG = {
@@ -275,4 +306,5 @@ WRONG = {
     "adam_step": _wrong_adam_step,
     "clip_by_global_norm": _wrong_clip_by_global_norm,
     "warmup_cosine": _wrong_warmup_cosine,
+    "adam_uncorrected_step": _wrong_adam_uncorrected_step,
 }

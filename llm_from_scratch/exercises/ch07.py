@@ -233,6 +233,48 @@ def _sizes_case(*args):
     return lambda: args
 
 
+# ---------------------------------------------------------------------------------------------
+# layernorm_dx (a derivation)
+
+def layernorm_dx(dout, x, w, eps=1e-5):
+    """The gradient of a loss with respect to LayerNorm's input ``x`` (shape ``(..., C)``), given
+    the gradient ``dout`` of its output ``w * xhat + b``.
+
+    Derivation, per row: with ``g = w * dout``, ``xhat = (x - mu) / s`` and ``s = sqrt(var + eps)``,
+    ``dx = (g - mean(g) - xhat * mean(g * xhat)) / s``: the mean term because every ``x_i``
+    moves ``mu``, the ``xhat`` term because every ``x_i`` moves ``s``.
+
+    Example: C = 2, x = [0, 2], w = [1, 1], dout = [1, 0], eps = 0: mu = 1, s = 1, xhat = [-1, 1],
+    g = [1, 0], mean(g) = 0.5, mean(g * xhat) = -0.5, dx = [1 - 0.5 - 0.5, 0 - 0.5 + 0.5] = [0, 0]
+    (with two channels the output is +-1 whatever x is, so no input change moves it).
+
+    The reference is ``ops.layernorm_backward``.
+    """
+    from llm_from_scratch import ops
+
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    _, cache = ops.layernorm_forward(x, w, np.zeros_like(w), eps)
+    dx, _, _ = ops.layernorm_backward(np.asarray(dout, dtype=np.float64), cache)
+    return dx
+
+
+def _wrong_layernorm_dx(dout, x, w, eps=1e-5):
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(dout, dtype=np.float64) * w
+    s = np.sqrt(x.var(-1, keepdims=True) + eps)
+    return (g - g.mean(-1, keepdims=True)) / s  # the standard deviation treated as a constant
+
+
+def _layernorm_dx_case(seed, shape, scale):
+    def make():
+        rng = np.random.default_rng(seed)
+        C = shape[-1]
+        return (rng.standard_normal(shape), scale * rng.standard_normal(shape) + 1.0,
+                1.0 + 0.3 * rng.standard_normal(C))
+    return make
+
+
 EXERCISES = [
     register(Exercise(
         name="layernorm_forward", chapter=7, title="LayerNorm over the channels of each token",
@@ -295,7 +337,23 @@ EXERCISES = [
     )),
 ]
 
+EXERCISES.append(register(Exercise(
+    name="layernorm_dx", chapter=7, title="LayerNorm's input gradient (a derivation)",
+    reference=layernorm_dx,
+    cases=(
+        Case("the docstring's example, eps = 0", lambda: (np.array([1.0, 0.0]), np.array([0.0, 2.0]),
+                                                        np.ones(2), 0.0)),
+        Case("one row of 5 channels", _layernorm_dx_case(0, (5,), 1.0)),
+        Case("(B, T, C) = (2, 3, 8), rows of scale 3", _layernorm_dx_case(1, (2, 3, 8), 3.0)),
+        Case("(4, 16), small rows where eps matters", _layernorm_dx_case(2, (4, 16), 0.001)),
+    ),
+    rtol=1e-7, atol=1e-9,
+    hint="differentiate out = w * (x - mu) / s with respect to every x_j: x_j enters directly, through "
+         "mu (a 1/C share) and through s (d s / d x_j = xhat_j / C)",
+)))
+
 WRONG = {
+    "layernorm_dx": _wrong_layernorm_dx,
     "layernorm_forward": _wrong_layernorm_forward,
     "block_forward": _wrong_block_forward,
     "gpt_num_params": _wrong_gpt_num_params,

@@ -223,6 +223,29 @@ TOP_K_CASES = (
     Case("k larger than V keeps everything", _logits_case(3, (2, 6), 1.0, 10)),
 )
 
+def bits_per_char(nats_per_token, chars_per_token):
+    """A loss in nats per token, of a model whose tokens hold ``chars_per_token`` characters on
+    average, as bits per character: the unit that compares a BPE model with a character model and
+    with StoryWorld's entropy floor.
+
+    Derivation: a text of n tokens holds n * chars_per_token characters and costs
+    n * nats_per_token nats in all, which is n * nats_per_token / ln 2 bits; per character,
+    nats_per_token / (chars_per_token * ln 2).
+
+    Example: 2.0 nats per token at 4 characters per token is 2 / (4 * 0.6931) = 0.7213 bits per
+    character.
+
+    The reference is ``pretrain.bits_per_char``.
+    """
+    from llm_from_scratch.pretrain import bits_per_char as reference
+
+    return reference(nats_per_token, chars_per_token)
+
+
+def _wrong_bits_per_char(nats_per_token, chars_per_token):
+    return nats_per_token * chars_per_token / np.log(2)  # multiplied by the characters per token
+
+
 EXERCISES = [
     register(Exercise(
         name="top_p_filter", chapter=8, title="nucleus (top-p) filtering of logits",
@@ -281,7 +304,21 @@ EXERCISES = [
     )),
 ]
 
+EXERCISES.append(register(Exercise(
+    name="bits_per_char", chapter=8, title="nats per token to bits per character (a derivation)",
+    reference=bits_per_char,
+    cases=(
+        Case("the docstring's example", lambda: (2.0, 4.0)),
+        Case("a character model (one character per token)", lambda: (0.25, 1.0)),
+        Case("chapter 8's code model: BPE at 2.9 characters per token", lambda: (4.8, 2.9)),
+        Case("a word-level model, 5.7 characters per token", lambda: (7.5, 5.7)),
+    ),
+    rtol=1e-12, atol=1e-12,
+    hint="count both sides for a text of n tokens: its characters, and its total cost in bits",
+)))
+
 WRONG = {
+    "bits_per_char": _wrong_bits_per_char,
     "top_p_filter": _wrong_top_p_filter,
     "top_k_filter": _wrong_top_k_filter,
     "shift_targets": _wrong_shift_targets,

@@ -140,13 +140,18 @@ def evaluate(params, tokens: np.ndarray, K: int, batch_size: int = 4096) -> floa
 
 def train_mlp(params, config: MLPConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, steps: int = 2000,
               batch_size: int = 256, lr: float = 3e-3, weight_decay: float = 0.01, warmup: int = 100,
-              eval_every: int = 250, clip: float = 1.0, seed: int = 0, progress: bool = True) -> dict:
+              eval_every: int = 250, clip: float = 1.0, seed: int = 0, progress: bool = True,
+              stop_after: int | None = None) -> dict:
     """Train with AdamW, linear warmup then cosine decay, and gradient clipping.
 
     Minibatches are random positions of ``train_tokens``; every ``eval_every`` steps (and at the
     end) the full validation loss is measured. Returns a history dict with the steps, training
-    losses (per step), validation losses (per evaluation) and the wall time.
+    losses (per step), validation losses (per evaluation) and the wall time. ``stop_after`` ends
+    the run after that many steps of the ``steps``-step schedule (the first part of a long run,
+    step for step the same), e.g. to check a committed run without repeating all of it.
     """
+    if stop_after is not None and not 0 < stop_after <= steps:
+        raise ValueError(f"stop_after must be in [1, steps={steps}], got {stop_after}")
     rng = np.random.default_rng(seed)
     K = config.context
     opt = AdamW(lr=lr, weight_decay=weight_decay)
@@ -158,6 +163,8 @@ def train_mlp(params, config: MLPConfig, train_tokens: np.ndarray, val_tokens: n
     else:
         bar = range(steps)
     for step in bar:
+        if stop_after is not None and step == stop_after:
+            break
         positions = rng.integers(K, len(train_tokens), batch_size)
         x, y = context_windows(train_tokens, K, positions)
         _, loss, cache = mlp_forward(params, x, y)
