@@ -75,3 +75,30 @@ def test_encode_batch_pads_to_max_length():
     batch = encode_batch(tok, ["a b", "c"], max_length=6)
     assert batch["input_ids"].shape == (2, 6)
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]]
+
+
+def test_story_task_label_halves():
+    from llm_from_scratch.data import StoryWorld
+    from llm_from_scratch.data.bert import STORY_TASK_LABELS, story_task_label
+
+    world = StoryWorld()
+    stories = world.stories("train", 400, seed=5)
+    labels = np.array([story_task_label(world, s.text) for s in stories])
+    # the holding half is StoryWorld's own (even = holding something)
+    assert np.array_equal(labels % 2, np.array([s.label % 2 for s in stories]))
+    # the went-back half, from the events the sampler recorded (not the parser's): did the hero
+    # ever go to the place of their introduction?
+    for s, y in zip(stories, labels):
+        intro = [e for e in s._events if e[0] == -1]
+        hero, home = intro[0][1], intro[0][3]
+        back = any(e[0] == 0 and e[1] == hero and e[3] == home for e in s._events)
+        assert (y < 2) == back, (s.text, STORY_TASK_LABELS[y])
+    counts = np.bincount(labels, minlength=4)
+    print("class counts", counts)
+    assert counts.min() > 40                     # every class is common: no class is left unpredicted by chance
+    # a story that ends away from home but went back on the way
+    text = "Mia was in the park. She went to the school. Mia went to the park. She went to the house. She felt tired.\n"
+    assert STORY_TASK_LABELS[story_task_label(world, text)] == "went back, empty-handed"
+    assert world.label_of(text) == 3             # StoryWorld's label: away, empty-handed
+    with pytest.raises(ValueError, match="not a StoryWorld story"):
+        story_task_label(world, "Mia was in the park. He felt happy.\n")

@@ -3,11 +3,15 @@
 Two references are the package's own code, wrapped only to give them the exercise's name and a
 simple signature: ``mask_positions`` is ``data.bert.mask_tokens`` and ``squad_f1`` is
 ``metrics.token_f1``. ``precision_recall`` reads per-class precision and recall off a confusion
-matrix, as ``metrics.classification_report`` does. Each wrapper imports what it calls inside its
-body, so its source, copied into a file on its own, still runs.
+matrix, as ``metrics.classification_report`` does. ``changed_fraction`` is a derivation whose
+answer is a number: the expected share of the input tokens that BERT's 80/10/10 recipe changes,
+checked against ``mask_tokens`` run on a large batch. Each wrapper imports what it calls inside
+its body, so its source, copied into a file on its own, still runs.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -156,6 +160,55 @@ def _wrong_squad_f1(prediction, gold):
     return 2 * precision * recall / (precision + recall)
 
 
+# ---------------------------------------------------------------------------------------------
+# changed_fraction (a derivation)
+
+
+def changed_fraction(mask_prob, vocab_size):
+    """The expected fraction of the input tokens whose id BERT's masking recipe changes.
+
+    A fraction ``mask_prob`` of the tokens is chosen. Of the chosen, 80% become ``[MASK]`` (a
+    change: ``[MASK]`` is never an input token), 10% get an id drawn uniformly from all
+    ``vocab_size`` ids (a change unless the draw hits the original, which it does with
+    probability 1/V), and 10% stay. So
+
+        changed = p * (0.8 + 0.1 * (1 - 1/V)),
+
+    and the model sees the original token at a chosen position with probability
+    0.1 + 0.1/V, not 0.1.
+
+    Example: p = 0.15, V = 10: 0.15 * (0.8 + 0.1 * 0.9) = 0.15 * 0.89 = 0.1335. With V = 185,
+    as in chapter 9, 0.15 * (0.8 + 0.1 * 184/185) = 0.134919.
+    """
+    if not 0 < mask_prob < 1 or vocab_size < 2:
+        raise ValueError(f"need 0 < mask_prob < 1 and vocab_size >= 2, got {mask_prob} and {vocab_size}")
+    p_mask, p_random = 0.8, 0.1
+    return mask_prob * (p_mask + p_random * (1 - 1 / vocab_size))
+
+
+def _wrong_changed_fraction(mask_prob, vocab_size):
+    # counts every random replacement as a change: forgets that the draw can give the original back
+    return mask_prob * 0.9
+
+
+def _simulated_changed(fn):
+    # mask_tokens on 4,000 rows [CLS] = 0, 52 ordinary tokens in [2, V), [SEP] = 1, no padding: the
+    # rate applies to the 54 real tokens, so round(0.15 * 54) = 8 of the 52 are chosen in each row
+    from llm_from_scratch.data.bert import mask_tokens
+
+    rng = np.random.default_rng(0)
+    V, B, n = 8, 4000, 52
+    ids = np.concatenate([np.full((B, 1), 0), rng.integers(2, V, (B, n)), np.full((B, 1), 1)], axis=1)
+    masked, _ = mask_tokens(ids, np.ones_like(ids), {0, 1}, V, V + 1, rng)   # [MASK] = V; random ids in [0, V]
+    p = round(0.15 * (n + 2)) / n                                            # the rate actually applied
+    measured = float(np.mean(masked[:, 1:-1] != ids[:, 1:-1]))
+    expected = float(fn(p, V + 1))
+    se = math.sqrt(expected * (1 - expected) / (B * n))
+    return "" if abs(measured - expected) < 4 * se else (
+        f"mask_tokens changed {measured:.4f} of the tokens, your formula gives {expected:.4f} "
+        f"(standard error {se:.4f})")
+
+
 EXERCISES = [
     register(Exercise(
         name="mask_positions", chapter=9, title="BERT's 15% / 80-10-10 masking",
@@ -195,7 +248,20 @@ EXERCISES = [
         ),
         hint="normalise both strings first (lower, punctuation, a/an/the, whitespace), then count shared tokens",
     )),
+    register(Exercise(
+        name="changed_fraction", chapter=9, title="how many input tokens BERT's masking changes (a derivation)",
+        reference=changed_fraction,
+        cases=(
+            Case("the worked example: p = 0.15, V = 10", lambda: (0.15, 10)),
+            Case("chapter 9's vocabulary, V = 185", lambda: (0.15, 185)),
+            Case("BERT-base's vocabulary, V = 30,522", lambda: (0.15, 30522)),
+            Case("a 40% masking rate, V = 300", lambda: (0.4, 300)),
+            Case("a two-token vocabulary", lambda: (0.5, 2)),
+        ),
+        extra_checks=(("agrees with mask_tokens on a large batch", _simulated_changed),),
+        hint="split the chosen tokens into the three cases; a uniform random id equals the original 1 time in V",
+    )),
 ]
 
 WRONG = {"mask_positions": _wrong_mask_positions, "precision_recall": _wrong_precision_recall,
-         "squad_f1": _wrong_squad_f1}
+         "squad_f1": _wrong_squad_f1, "changed_fraction": _wrong_changed_fraction}
