@@ -1,0 +1,92 @@
+"""Chapter 10's translation results: test-set scores of trained runs, written as JSON.
+
+``evaluate_runs`` reads translation runs (``llm-scratch train-translation`` folders), translates
+the test sentences of ``translate.sentence_pairs`` with greedy search and with beam search, and
+scores them with the package's sacreBLEU-equal metrics: exact-match sentence accuracy, corpus
+BLEU (13a tokens, exponential smoothing) and chrF. It also decodes the test set with every
+checkpoint a run kept (BLEU against training steps), and counts parameters and training
+compute (6 N D, D = tokens fed to the model). ``llm-scratch eval-translation`` writes the
+result to ``eval.json`` and every output to ``test_outputs.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from llm_from_scratch.fileio import atomic_write
+from llm_from_scratch.metrics import corpus_bleu, corpus_chrf
+from llm_from_scratch.train import read_metrics
+from llm_from_scratch.translate import load_translator, sentence_pairs
+
+__all__ = ["scores", "evaluate_runs", "read_outputs"]
+
+
+def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Exact-match accuracy (a fraction), corpus BLEU and chrF (percent) of one system.
+
+    >>> s = scores(["Mia parka en esti.", "Sa bolo un trovi."], ["Mia parka en esti.", "Sa bolo ruza un trovi."])
+    >>> s["exact_match"], round(s["chrf"], 1)
+    (0.5, 88.8)
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
+    return {"exact_match": float(np.mean([h == r for h, r in zip(hypotheses, references)])),
+            "bleu": float(corpus_bleu(hypotheses, [references]).score),
+            "chrf": float(corpus_chrf(hypotheses, [references]))}
+
+
+def _training_compute(run: Path, translator, train_pairs) -> dict:
+    state = json.loads((Path(run) / (Path(run) / "latest").read_text().strip() / "trainer_state.json").read_text())
+    tc = state["train_config"]
+    extra = 3 if translator.arch == "encdec" else 2  # <s> </s> | </s>, or <sep> | </s>
+    per_pair = float(np.mean([len(en) + len(ve) + extra for en, ve in train_pairs]))
+    tokens = per_pair * tc["batch_size"] * tc["steps"]
+    n = int(sum(p.size for p in translator.params.values()))
+    return {"n_params": n, "steps": tc["steps"], "batch_size": tc["batch_size"], "tokens_per_pair": per_pair,
+            "train_tokens": tokens, "flops_6nd": 6.0 * n * tokens}
+
+
+def evaluate_runs(runs, out_dir, n_stories: int = 20000, beam: int = 4, length_penalty: float = 1.0,
+                  kernels: str = "numpy") -> dict:
+    """Score each run on the test pairs (greedy and ``beam`` beams), and each kept checkpoint
+    greedily; write ``eval.json`` and ``test_outputs.jsonl`` to ``out_dir``; return the record."""
+    pairs = sentence_pairs(n_stories)
+    sources = [en for en, _ in pairs["test"]]
+    refs = [ve for _, ve in pairs["test"]]
+    record = {"n_stories": n_stories, "n_pairs": {k: len(v) for k, v in pairs.items()}, "beam": beam,
+              "length_penalty": length_penalty, "models": {}}
+    rows = []
+    for run in runs:
+        run = Path(run)
+        translator = load_translator(run, kernels=kernels)
+        name = translator.arch
+        entry = {"run": run.name, "test": {}, "seconds": {}, **_training_compute(run, translator, pairs["train"])}
+        for how, k in (("greedy", 1), (f"beam{beam}", beam)):
+            start = time.perf_counter()
+            hyps = translator.translate(sources, beam=k, length_penalty=length_penalty)
+            entry["seconds"][how] = time.perf_counter() - start
+            entry["test"][how] = scores(hyps, refs)
+            rows += [{"model": name, "decoding": how, "source": s, "reference": r, "hypothesis": h}
+                     for s, r, h in zip(sources, refs, hyps)]
+        curve = []
+        for ckpt in sorted(run.glob("step_*")):
+            hyps = load_translator(ckpt, kernels=kernels).translate(sources)
+            curve.append({"step": int(ckpt.name.split("_")[1]), **scores(hyps, refs)})
+        entry["bleu_vs_steps"] = curve
+        m = read_metrics(run / "metrics.jsonl")
+        entry["val_loss"] = {"step": m["val_step"], "loss": m["val_loss"]}
+        record["models"][name] = entry
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "eval.json", json.dumps(record, indent=1))
+    atomic_write(out / "test_outputs.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return record
+
+
+def read_outputs(path) -> list[dict]:
+    """The rows of a ``test_outputs.jsonl``: model, decoding, source, reference, hypothesis."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
