@@ -60,7 +60,7 @@ from llm_from_scratch.train import TrainConfig, TrainResult, latest_checkpoint, 
 
 __all__ = ["SPECIALS", "BOS", "PAD", "EOS", "SEP", "ARCHS", "PAIR_SPLITS", "Vocab", "split_sentences", "pair_split",
            "sentence_pairs", "encdec_arrays", "deconly_arrays", "model_config", "train_translation",
-           "Translator", "load_translator"]
+           "Translator", "load_translator", "cross_attention"]
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<sep>")
 BOS, PAD, EOS, SEP = range(4)  # BART's <s>, <pad>, </s> ids, and the decoder-only separator
@@ -452,3 +452,15 @@ def load_translator(path, kernels: str = "numpy") -> Translator:
         raise ValueError(f"{ckpt / 'translation.json'}: unknown model {arch!r}; expected one of {ARCHS}")
     params, config = (bart if arch == "encdec" else gpt).from_pretrained(ckpt)
     return Translator(arch, params, config, Vocab.load(ckpt / "vocab.json"), kernels)
+
+
+def cross_attention(translator: Translator, english: str, velu: str) -> np.ndarray:
+    """The encoder-decoder's cross-attention weights while it reads ``velu`` as the target of
+    ``english`` (teacher forcing): (L_dec, NH, T, S), for the T = len(velu) + 1 decoder positions
+    (each predicting a character of ``velu``, then ``</s>``) over the S = len(english) + 2 source
+    tokens (``<s>``, the characters, ``</s>``); each row sums to 1."""
+    if translator.arch != "encdec":
+        raise ValueError(f"cross-attention belongs to the encoder-decoder; this model is {translator.arch!r}")
+    x, y = encdec_arrays(translator.vocab, [(english, velu)])  # (1, S), (1, T)
+    _, _, cache = bart.bart_forward(translator.params, translator.config, x, labels=y, kernels="numpy")
+    return np.stack([layer.cross_attn[0].attention.p[0] for layer in cache.dec_layers])  # (L, NH, T, S)

@@ -22,15 +22,18 @@ from llm_from_scratch.metrics import corpus_bleu, corpus_chrf
 from llm_from_scratch.train import read_metrics
 from llm_from_scratch.translate import load_translator, sentence_pairs
 
-__all__ = ["scores", "evaluate_runs", "read_outputs"]
+__all__ = ["scores", "evaluate_runs", "read_outputs", "ERROR_KINDS", "classify_error"]
+
+ERROR_KINDS = ("correct", "word order", "agreement", "name", "missing or extra word", "wrong word")
+_PRONOUNS = {"Sa", "Ko", "Tei", "Lu", "sa", "ko", "tei", "lu"}  # Velu's she, he, they, it
 
 
 def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """Exact-match accuracy (a fraction), corpus BLEU and chrF (percent) of one system.
 
     >>> s = scores(["Mia parka en esti.", "Sa bolo un trovi."], ["Mia parka en esti.", "Sa bolo ruza un trovi."])
-    >>> s["exact_match"], round(s["chrf"], 1)
-    (0.5, 88.8)
+    >>> s["exact_match"], round(s["bleu"], 2), round(s["chrf"], 2)
+    (0.5, 66.5, 77.9)
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
@@ -90,3 +93,39 @@ def evaluate_runs(runs, out_dir, n_stories: int = 20000, beam: int = 4, length_p
 def read_outputs(path) -> list[dict]:
     """The rows of a ``test_outputs.jsonl``: model, decoding, source, reference, hypothesis."""
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+
+
+def _words(sentence: str) -> list[str]:
+    return sentence.replace(".", " .").replace("!", " !").replace("?", " ?").replace(",", " ,").split()
+
+
+def classify_error(hypothesis: str, reference: str, names=()) -> str:
+    """What is wrong with a translation, as one of ERROR_KINDS, checked in that order:
+    "word order" (the same words in another order), "agreement" (the words differ only in
+    pronouns: "Sa" for "Ko"), "name" (a differing word is one of ``names`` or a capitalised word
+    that is not a pronoun), "missing or extra word" (not as many words), else "wrong word".
+
+    >>> classify_error("Sa bolo ruza un trovi.", "Sa bolo ruza un trovi.")
+    'correct'
+    >>> classify_error("Sa ruza bolo un trovi.", "Sa bolo ruza un trovi.")
+    'word order'
+    >>> classify_error("Ko bolo ruza un trovi.", "Sa bolo ruza un trovi.")
+    'agreement'
+    >>> classify_error("Hanna parka en esti.", "Hana parka en esti.")
+    'name'
+    """
+    if hypothesis == reference:
+        return "correct"
+    h, r = _words(hypothesis), _words(reference)
+    if sorted(h) == sorted(r):
+        return "word order"
+    if len(h) == len(r):
+        diff = [(a, b) for a, b in zip(h, r) if a != b]
+        if all(a in _PRONOUNS and b in _PRONOUNS for a, b in diff):
+            return "agreement"
+    odd = set(h) ^ set(r)
+    if any(w in names or (w[:1].isupper() and w not in _PRONOUNS) for w in odd):
+        return "name"
+    if len(h) != len(r):
+        return "missing or extra word"
+    return "wrong word"
