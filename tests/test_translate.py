@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_from_scratch.testing import reference
+from tests.conftest import reference
 from llm_from_scratch.train import TrainConfig, read_metrics
 from llm_from_scratch.translate import (EOS, PAD, SEP, Translator, Vocab, deconly_arrays, encdec_arrays,
                                         load_translator, model_config, pair_split, sentence_pairs, train_translation)
@@ -118,7 +118,7 @@ def test_committed_results_match_their_outputs_and_sacrebleu():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_committed_model_translates_as_recorded(arch):
-    t = load_translator(DATA / arch)
+    t = load_translator(DATA / arch, kernels="numba")
     record = json.loads((DATA / "eval.json").read_text())
     assert sum(p.size for p in t.params.values()) == record["models"][arch]["n_params"]
     rows = [r for r in read_outputs(DATA / "test_outputs.jsonl") if r["model"] == arch and r["decoding"] == "greedy"]
