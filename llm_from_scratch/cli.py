@@ -374,7 +374,7 @@ def _cmd_eval_translation(args) -> int:
     from llm_from_scratch.translate_eval import evaluate_runs
 
     record = evaluate_runs(args.runs, args.out, n_stories=args.n_stories, beam=args.beam,
-                           length_penalty=args.length_penalty, kernels=args.kernels)
+                           length_penalty=args.length_penalty, kernels=args.kernels, early_step=args.early_step)
     for name, r in record["models"].items():
         for how, m in r["test"].items():
             print(f"{name:8s} {how:7s} exact {m['exact_match']:.3f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}")
@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--n-stories", type=int, default=20000, help="as given to train-translation")
     et.add_argument("--beam", type=int, default=4)
     et.add_argument("--length-penalty", type=float, default=1.0)
+    et.add_argument("--early-step", type=int, default=None, help="also write the test outputs of the checkpoint "
+                    "at this step (for an error analysis of a model still making mistakes)")
     et.add_argument("--kernels", default="numpy", choices=["numpy", "numba"])
     et.set_defaults(func=_cmd_eval_translation)
 

@@ -54,14 +54,17 @@ def _training_compute(run: Path, translator, train_pairs) -> dict:
 
 
 def evaluate_runs(runs, out_dir, n_stories: int = 20000, beam: int = 4, length_penalty: float = 1.0,
-                  kernels: str = "numpy") -> dict:
+                  kernels: str = "numpy", early_step: int | None = None) -> dict:
     """Score each run on the test pairs (greedy and ``beam`` beams), and each kept checkpoint
-    greedily; write ``eval.json`` and ``test_outputs.jsonl`` to ``out_dir``; return the record."""
+    the same way; write ``eval.json`` and ``test_outputs.jsonl`` to ``out_dir``; return the
+    record. The outputs of the final model are written with decoding "greedy" and "beam{beam}";
+    those of the checkpoint at ``early_step``, if given, as "greedy@{early_step}" and so on (a
+    model still making mistakes, for the error analysis)."""
     pairs = sentence_pairs(n_stories)
     sources = [en for en, _ in pairs["test"]]
     refs = [ve for _, ve in pairs["test"]]
     record = {"n_stories": n_stories, "n_pairs": {k: len(v) for k, v in pairs.items()}, "beam": beam,
-              "length_penalty": length_penalty, "models": {}}
+              "length_penalty": length_penalty, "early_step": early_step, "models": {}}
     rows = []
     for run in runs:
         run = Path(run)
@@ -77,8 +80,14 @@ def evaluate_runs(runs, out_dir, n_stories: int = 20000, beam: int = 4, length_p
                      for s, r, h in zip(sources, refs, hyps)]
         curve = []
         for ckpt in sorted(run.glob("step_*")):
-            hyps = load_translator(ckpt, kernels=kernels).translate(sources)
-            curve.append({"step": int(ckpt.name.split("_")[1]), **scores(hyps, refs)})
+            step, t = int(ckpt.name.split("_")[1]), load_translator(ckpt, kernels=kernels)
+            greedy = t.translate(sources)
+            beamed = t.translate(sources, beam=beam, length_penalty=length_penalty)
+            curve.append({"step": step, **scores(greedy, refs), "beam": scores(beamed, refs)})
+            if step == early_step:
+                for how, hyps in (("greedy", greedy), (f"beam{beam}", beamed)):
+                    rows += [{"model": name, "decoding": f"{how}@{step}", "source": s, "reference": r, "hypothesis": h}
+                             for s, r, h in zip(sources, refs, hyps)]
         entry["bleu_vs_steps"] = curve
         m = read_metrics(run / "metrics.jsonl")
         entry["val_loss"] = {"step": m["val_step"], "loss": m["val_loss"]}

@@ -112,7 +112,16 @@ def test_committed_results_match_their_outputs_and_sacrebleu():
             theirs_bleu = sacrebleu.corpus_bleu(hyps, [refs]).score
             theirs_chrf = sacrebleu.corpus_chrf(hyps, [refs]).score
             worst = max(worst, abs(got["bleu"] - theirs_bleu), abs(got["chrf"] - theirs_chrf))
-    print("max |ours - sacrebleu| over BLEU and chrF of the 4 systems:", worst)
+        early = record["early_step"]
+        entry = next(c for c in record["models"][arch]["bleu_vs_steps"] if c["step"] == early)
+        for how, expected in ((f"greedy@{early}", entry), (f"beam{record['beam']}@{early}", entry["beam"])):
+            mine = [r for r in rows if r["model"] == arch and r["decoding"] == how]
+            hyps, refs = [r["hypothesis"] for r in mine], [r["reference"] for r in mine]
+            got = scores(hyps, refs)
+            assert got == pytest.approx({k: expected[k] for k in got}, abs=1e-12)
+            worst = max(worst, abs(got["bleu"] - sacrebleu.corpus_bleu(hyps, [refs]).score),
+                        abs(got["chrf"] - sacrebleu.corpus_chrf(hyps, [refs]).score))
+    print("max |ours - sacrebleu| over BLEU and chrF of the 8 systems:", worst)
     assert worst < 1e-9
 
 
