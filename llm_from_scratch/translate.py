@@ -300,7 +300,7 @@ def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, tra
     for split in ("train", "val"):  # refuse sentences that do not fit, before any training
         for en, ve in pairs[split]:
             vocab.encode(en + ve)
-            _check_fits(arch, config, len(en), len(ve))
+            _check_fits(arch, config, max(len(en), len(ve)))
     train_pairs = pairs["train"]
     val = arrays(vocab, pairs["val"][:tc.batch_size * tc.eval_batches])
 
@@ -322,9 +322,9 @@ def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, tra
     return TranslationRun(arch, params, config, vocab, result, pairs, float(tokens))
 
 
-def _check_fits(arch, config, n_source: int, n_target: int | None = None) -> None:
-    """Refuse a sentence of ``n_source`` characters the model cannot read (with room for a
-    target of ``n_target`` characters, default as long as the source)."""
+def _check_fits(arch, config, n_source: int) -> None:
+    """Refuse a sentence of ``n_source`` characters the model cannot read (the decoder-only model
+    keeps half its context for the translation)."""
     if arch == "encdec":
         room = config.max_position_embeddings - 2  # <s> ... </s>
     else:
@@ -425,7 +425,9 @@ class Translator:
     def _decode(self, ids: list[list[int]], beam: int, new: int, length_penalty: float, use_cache: bool):
         max_length = 1 + new
         if self.arch == "encdec":
-            x, _ = encdec_arrays(self.vocab, [(self.vocab.decode(s), "") for s in ids])  # (B, S)
+            x = np.full((len(ids), max(map(len, ids)) + 2), PAD, dtype=np.int64)  # (B, S)
+            for i, s in enumerate(ids):
+                x[i, :len(s) + 2] = [BOS, *s, EOS]
             return seq2seq.generate(self.params, self.config, x, (x != PAD).astype(np.int64), num_beams=beam,
                                     max_new_tokens=new, length_penalty=length_penalty, use_cache=use_cache,
                                     kernels=self.kernels)
