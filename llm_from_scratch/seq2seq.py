@@ -39,6 +39,10 @@ Scores stay in the model's dtype (Hugging Face casts them to float32), and outpu
 padded with ``pad_token_id`` (Hugging Face's beam search pads with the end token when the pad
 id is 0).
 
+The two search loops (``_greedy_loop``, ``_beam_loop``) only ask a decoder for the last
+position's logits of the sequences so far and, for beams, to reorder its rows; the
+decoder-only translator of ``llm_from_scratch.translate`` runs them over a GPT.
+
 Left out: sampling (``llm_from_scratch.generate`` has the filters for GPT), ``min_length``,
 repetition penalties and ``no_repeat_ngram_size``, diverse and constrained beam search.
 

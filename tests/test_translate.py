@@ -66,6 +66,24 @@ def test_cache_and_no_cache_decode_the_same(arch, pairs):
         t.translate(sources, max_new_tokens=0)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_interrupted_training_resumes_to_the_same_losses(arch, tmp_path):
+    """4 steps in one go, and 2 steps + a resumed run of the rest, give the same losses and
+    parameters (the batch sampler's state is in the checkpoint)."""
+    tc = TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_every=2, eval_batches=1, checkpoint_every=2)
+    small = dict(n_stories=200, train_config=tc, kernels="numpy", progress=False, d_model=16, layers=1, heads=2,
+                 n_embd=16, n_layer=1)
+    whole = train_translation(tmp_path / "whole", arch, **small)
+    train_translation(tmp_path / "cut", arch, stop_after=2, **small)
+    rest = train_translation(tmp_path / "cut", arch, resume=True, **small)
+    got = read_metrics(tmp_path / "cut" / "metrics.jsonl")["loss"]
+    print(arch, "whole", whole.result.history["loss"], "\n  resumed", got)
+    assert got == whole.result.history["loss"] and len(got) == 4
+    assert all(np.array_equal(whole.params[k], rest.params[k]) for k in whole.params)
+    assert load_translator(tmp_path / "cut").translate(["Mia was in the park."]) == \
+        load_translator(tmp_path / "whole").translate(["Mia was in the park."])
+
+
 def _committed(arch):
     folder = DATA / arch
     state = json.loads((folder / "trainer_state.json").read_text())
