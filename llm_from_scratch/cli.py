@@ -316,7 +316,8 @@ def _cmd_train_translation(args) -> int:
         settings["warmup_steps"] = min(settings["warmup_steps"], args.steps - 1)
         tc = TrainConfig(**settings)
         run = train_translation(args.out, arch=args.model, n_stories=args.n_stories, train_config=tc,
-                                kernels=args.kernels, seed=args.seed, resume=args.resume, d_model=args.d_model,
+                                kernels=args.kernels, seed=args.seed, resume=args.resume, tokenizer=args.tokenizer,
+                                bpe_vocab_size=args.vocab_size, d_model=args.d_model,
                                 layers=args.layers, heads=args.heads, n_embd=args.n_embd, n_layer=args.n_layer)
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -357,8 +358,8 @@ def _cmd_translate(args) -> int:
             translator.check(line)
         except ValueError as exc:
             raise ValueError(f"line {number}: {exc}") from None
-    if args.max_new_tokens is not None and not 1 <= args.max_new_tokens <= translator.max_source_chars + 1:
-        raise ValueError(f"--max-new-tokens must be in [1, {translator.max_source_chars + 1}] for this model, "
+    if args.max_new_tokens is not None and not 1 <= args.max_new_tokens <= translator.max_source_tokens + 1:
+        raise ValueError(f"--max-new-tokens must be in [1, {translator.max_source_tokens + 1}] for this model, "
                          f"got {args.max_new_tokens}")
     out = translator.translate(lines, beam=args.beam, max_new_tokens=args.max_new_tokens,
                                length_penalty=args.length_penalty)
@@ -436,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--model", default="encdec", choices=["encdec", "deconly"],
                     help="encdec: BART encoder-decoder; deconly: a GPT on English <sep> Velu")
     tt.add_argument("--n-stories", type=int, default=20000, help="stories whose distinct sentences make the pairs")
+    tt.add_argument("--tokenizer", default="char", choices=["char", "bpe"], help="characters (one vocabulary for "
+                    "both languages) or a byte-level BPE trained on the training pairs")
+    tt.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
     tt.add_argument("--d-model", type=int, default=64, help="encdec: width")
     tt.add_argument("--layers", type=int, default=2, help="encdec: layers in the encoder and in the decoder")
     tt.add_argument("--heads", type=int, default=4, help="attention heads (both models)")

@@ -58,7 +58,8 @@ from llm_from_scratch.fileio import atomic_write
 from llm_from_scratch.models import bart, gpt
 from llm_from_scratch.train import TrainConfig, TrainResult, latest_checkpoint, train
 
-__all__ = ["SPECIALS", "BOS", "PAD", "EOS", "SEP", "ARCHS", "PAIR_SPLITS", "Vocab", "split_sentences", "pair_split",
+__all__ = ["SPECIALS", "BOS", "PAD", "EOS", "SEP", "ARCHS", "PAIR_SPLITS", "Vocab", "BPEVocab", "load_vocab",
+           "split_sentences", "pair_split",
            "sentence_pairs", "encdec_arrays", "deconly_arrays", "model_config", "train_translation",
            "Translator", "load_translator", "cross_attention"]
 
@@ -88,6 +89,7 @@ class Vocab:
     """
 
     FORMAT = "llm_from_scratch.translate.Vocab"
+    unit = "characters"
 
     def __init__(self, chars):
         self.chars = sorted(set(chars))
@@ -127,6 +129,63 @@ class Vocab:
             raise ValueError(f"{path} is not a translation vocabulary (expected format {cls.FORMAT!r} with "
                              f"specials {list(SPECIALS)})")
         return cls(data["chars"])
+
+
+class BPEVocab:
+    """A byte-level BPE (``tokenizers.ByteBPETokenizer``) after the four special tokens: id 4 + i
+    is BPE token i. The comparison with characters in chapter 10 trains one.
+
+    >>> from llm_from_scratch.tokenizers import ByteBPETokenizer
+    >>> v = BPEVocab(ByteBPETokenizer().train("ab ab ab", 258))
+    >>> v.encode("ab ab"), v.decode(v.encode("ab ab") + [EOS, 9]), v.vocab_size
+    ([260, 261], 'ab ab', 262)
+    """
+
+    FORMAT = "llm_from_scratch.translate.BPEVocab"
+    unit = "tokens"
+
+    def __init__(self, bpe):
+        self.bpe = bpe
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIALS) + self.bpe.vocab_size
+
+    def encode(self, text: str) -> list[int]:
+        return [i + len(SPECIALS) for i in self.bpe.encode(text)]
+
+    def decode(self, ids) -> str:
+        """The text of ``ids`` up to the first ``</s>``, special tokens left out."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS:
+                break
+            if i >= len(SPECIALS):
+                out.append(i - len(SPECIALS))
+        return self.bpe.decode(out)
+
+    def save(self, path) -> None:
+        atomic_write(Path(path), json.dumps({"format": self.FORMAT, "specials": list(SPECIALS),
+                                             "bpe": json.loads(self.bpe.to_json())}, indent=1))
+
+    @classmethod
+    def load(cls, path) -> "BPEVocab":
+        from llm_from_scratch.tokenizers import ByteBPETokenizer
+
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT or data.get("specials") != list(SPECIALS):
+            raise ValueError(f"{path} is not a translation BPE vocabulary (expected format {cls.FORMAT!r})")
+        return cls(ByteBPETokenizer._from_fields(data["bpe"], path))
+
+
+def load_vocab(path):
+    """The ``Vocab`` or ``BPEVocab`` saved at ``path``."""
+    try:
+        fmt = json.loads(Path(path).read_text(encoding="utf-8")).get("format")
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{path} is not a translation vocabulary (not a JSON object)") from None
+    return BPEVocab.load(path) if fmt == BPEVocab.FORMAT else Vocab.load(path)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -281,12 +340,16 @@ class TranslationRun:
 
 def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, train_config: TrainConfig | None = None,
                       kernels: str = "numba", seed: int = 0, resume: bool = False, progress: bool = True,
-                      stop_after: int | None = None, **model_options) -> TranslationRun:
+                      stop_after: int | None = None, tokenizer: str = "char", bpe_vocab_size: int = 512,
+                      **model_options) -> TranslationRun:
     """Train one of the two translation models (``arch`` in ARCHS) on StoryWorld's sentence pairs,
     writing ``metrics.jsonl`` and checkpoints to ``out_dir`` (see the module docstring). The
     training batches are ``batch_size`` pairs drawn uniformly with replacement; validation is the
     first ``eval_batches * batch_size`` validation pairs, fixed. ``model_options`` go to
-    ``model_config``."""
+    ``model_config``. ``tokenizer`` is "char" (the default, one shared vocabulary of characters)
+    or "bpe" (a byte-level BPE of ``bpe_vocab_size`` tokens trained on the training pairs)."""
+    if tokenizer not in ("char", "bpe"):
+        raise ValueError(f"unknown tokenizer {tokenizer!r}; expected 'char' or 'bpe'")
     if arch not in ARCHS:
         raise ValueError(f"unknown model {arch!r}; expected one of {ARCHS}")
     tc = train_config or TrainConfig()
@@ -294,13 +357,18 @@ def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, tra
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: the output of a run is a folder; choose another path")
     pairs = sentence_pairs(n_stories, seed=seed)
-    vocab = Vocab("".join(en + ve for en, ve in pairs["train"]))
+    if tokenizer == "char":
+        vocab = Vocab("".join(en + ve for en, ve in pairs["train"]))
+    else:
+        from llm_from_scratch.tokenizers import ByteBPETokenizer
+
+        text = "\n".join(en + "\n" + ve for en, ve in pairs["train"])
+        vocab = BPEVocab(ByteBPETokenizer().train(text, bpe_vocab_size, impl="numba"))
     config = model_config(arch, vocab.vocab_size, **model_options)
     arrays = encdec_arrays if arch == "encdec" else deconly_arrays
     for split in ("train", "val"):  # refuse sentences that do not fit, before any training
         for en, ve in pairs[split]:
-            vocab.encode(en + ve)
-            _check_fits(arch, config, max(len(en), len(ve)))
+            _check_fits(arch, config, max(len(vocab.encode(en)), len(vocab.encode(ve))), vocab.unit)
     train_pairs = pairs["train"]
     val = arrays(vocab, pairs["val"][:tc.batch_size * tc.eval_batches])
 
@@ -312,6 +380,7 @@ def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, tra
         out.mkdir(parents=True, exist_ok=True)
         vocab.save(out / "vocab.json")
         atomic_write(out / "run.json", json.dumps({"arch": arch, "n_stories": n_stories, "seed": seed,
+                                                   "tokenizer": tokenizer, "bpe_vocab_size": bpe_vocab_size,
                                                    "kernels": kernels, "n_params": _num_params(arch, config),
                                                    "pairs": {k: len(v) for k, v in pairs.items()}}, indent=1))
     loss_and_grads, loss_fn = _loss_functions(arch, config, kernels)
@@ -322,7 +391,7 @@ def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, tra
     return TranslationRun(arch, params, config, vocab, result, pairs, float(tokens))
 
 
-def _check_fits(arch, config, n_source: int) -> None:
+def _check_fits(arch, config, n_source: int, unit: str = "characters") -> None:
     """Refuse a sentence of ``n_source`` characters the model cannot read (the decoder-only model
     keeps half its context for the translation)."""
     if arch == "encdec":
@@ -330,7 +399,7 @@ def _check_fits(arch, config, n_source: int) -> None:
     else:
         room = config.n_positions // 2 - 1  # half the context for the source and <sep>
     if n_source > room:
-        raise ValueError(f"the sentence has {n_source} characters; this model reads at most {room} "
+        raise ValueError(f"the sentence has {n_source} {unit}; this model reads at most {room} "
                          f"(its context holds {config.max_position_embeddings if arch == 'encdec' else config.n_positions} tokens)")
 
 
@@ -384,8 +453,8 @@ class Translator:
         self.arch, self.params, self.config, self.vocab, self.kernels = arch, params, config, vocab, kernels
 
     @property
-    def max_source_chars(self) -> int:
-        """The longest sentence, in characters, the model reads."""
+    def max_source_tokens(self) -> int:
+        """The longest sentence, in tokens (characters with ``Vocab``), the model reads."""
         if self.arch == "encdec":
             return self.config.max_position_embeddings - 2
         return self.config.n_positions // 2 - 1
@@ -395,7 +464,7 @@ class Translator:
         if not sentence.strip():
             raise ValueError("the sentence is empty")
         ids = self.vocab.encode(sentence)
-        _check_fits(self.arch, self.config, len(ids))
+        _check_fits(self.arch, self.config, len(ids), self.vocab.unit)
         return ids
 
     def translate(self, sentences: list[str], beam: int = 1, max_new_tokens: int | None = None,
@@ -404,7 +473,7 @@ class Translator:
         and ``length_penalty`` (``seq2seq.beam_search``; early_stopping False). ``max_new_tokens``
         defaults to the longest target the model was built for."""
         ids = [self.check(s) for s in sentences]
-        limit = self.max_source_chars + 1  # a target as long as the longest source, and </s>
+        limit = self.max_source_tokens + 1  # a target as long as the longest source, and </s>
         new = limit if max_new_tokens is None else int(max_new_tokens)
         if not 1 <= new <= limit:
             raise ValueError(f"max_new_tokens must be in [1, {limit}] for this model, got {max_new_tokens}")
@@ -453,7 +522,7 @@ def load_translator(path, kernels: str = "numpy") -> Translator:
     if arch not in ARCHS:
         raise ValueError(f"{ckpt / 'translation.json'}: unknown model {arch!r}; expected one of {ARCHS}")
     params, config = (bart if arch == "encdec" else gpt).from_pretrained(ckpt)
-    return Translator(arch, params, config, Vocab.load(ckpt / "vocab.json"), kernels)
+    return Translator(arch, params, config, load_vocab(ckpt / "vocab.json"), kernels)
 
 
 def cross_attention(translator: Translator, english: str, velu: str) -> np.ndarray:

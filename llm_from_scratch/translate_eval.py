@@ -20,9 +20,40 @@ import numpy as np
 from llm_from_scratch.fileio import atomic_write
 from llm_from_scratch.metrics import corpus_bleu, corpus_chrf
 from llm_from_scratch.train import read_metrics
+from llm_from_scratch.data.storyworld import VELU_LEXICON, StoryWorldConfig
 from llm_from_scratch.translate import load_translator, sentence_pairs
 
-__all__ = ["scores", "evaluate_runs", "read_outputs", "ERROR_KINDS", "classify_error"]
+# names StoryWorld never uses, written with letters its eight names and words contain
+UNSEEN_NAMES = ("Hana", "Tara", "Bob", "Lisa", "Sara", "Mike", "Kate", "Sol")
+_TEMPLATES = (("{n} was in the {p}.", "{n} {P} en esti."), ("{n} went to the {p}.", "{n} {P} al iri."),
+              ("{n} found a red kite.", "{n} drako ruza un trovi."), ("{n} felt happy.", "{n} gaja senti."),
+              ("Mia gave it to {n}.", "Mia lu {n} al doni."))
+
+
+def unseen_name_pairs() -> list[tuple[str, str]]:
+    """Sentence pairs with names the models never saw (5 templates x 8 names), translated by
+    Velu's rules (a name is kept).
+
+    >>> unseen_name_pairs()[0]
+    ('Hana was in the park.', 'Hana parka en esti.')
+    """
+    places = ("park", "garden", "school", "forest")
+    return [(en.format(n=n, p=places[i % 4]), ve.format(n=n, P=VELU_LEXICON[places[i % 4]]))
+            for i, n in enumerate(UNSEEN_NAMES) for en, ve in _TEMPLATES]
+
+
+def unseen_name_scores(translator) -> dict:
+    """How a translator does on ``unseen_name_pairs``: the scores, how many outputs put one of
+    StoryWorld's own names in place of the new one (``swapped``), and the outputs."""
+    pairs = unseen_name_pairs()
+    hyps = translator.translate([en for en, _ in pairs])
+    known = {n for n, _ in StoryWorldConfig().names}
+    swapped = sum(any(w in known for w in h.replace(".", " ").split()) and not any(n in h for n in UNSEEN_NAMES)
+                  for h in hyps)
+    return {**scores(hyps, [ve for _, ve in pairs]), "swapped": int(swapped), "n": len(pairs), "outputs": hyps}
+
+__all__ = ["scores", "evaluate_runs", "read_outputs", "ERROR_KINDS", "classify_error", "UNSEEN_NAMES",
+           "unseen_name_pairs", "unseen_name_scores"]
 
 ERROR_KINDS = ("correct", "word order", "agreement", "name", "missing or extra word", "wrong word")
 _PRONOUNS = {"Sa", "Ko", "Tei", "Lu", "sa", "ko", "tei", "lu"}  # Velu's she, he, they, it
@@ -46,7 +77,8 @@ def _training_compute(run: Path, translator, train_pairs) -> dict:
     state = json.loads((Path(run) / (Path(run) / "latest").read_text().strip() / "trainer_state.json").read_text())
     tc = state["train_config"]
     extra = 3 if translator.arch == "encdec" else 2  # <s> </s> | </s>, or <sep> | </s>
-    per_pair = float(np.mean([len(en) + len(ve) + extra for en, ve in train_pairs]))
+    encode = translator.vocab.encode
+    per_pair = float(np.mean([len(encode(en)) + len(encode(ve)) + extra for en, ve in train_pairs]))
     tokens = per_pair * tc["batch_size"] * tc["steps"]
     n = int(sum(p.size for p in translator.params.values()))
     return {"n_params": n, "steps": tc["steps"], "batch_size": tc["batch_size"], "tokens_per_pair": per_pair,
@@ -70,7 +102,9 @@ def evaluate_runs(runs, out_dir, n_stories: int = 20000, beam: int = 4, length_p
         run = Path(run)
         translator = load_translator(run, kernels=kernels)
         name = translator.arch
-        entry = {"run": run.name, "test": {}, "seconds": {}, **_training_compute(run, translator, pairs["train"])}
+        entry = {"run": run.name, "tokenizer": type(translator.vocab).__name__, "vocab_size": translator.vocab.vocab_size,
+                 "test": {}, "seconds": {}, **_training_compute(run, translator, pairs["train"]),
+                 "unseen_names": unseen_name_scores(translator)}
         for how, k in (("greedy", 1), (f"beam{beam}", beam)):
             start = time.perf_counter()
             hyps = translator.translate(sources, beam=k, length_penalty=length_penalty)

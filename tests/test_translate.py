@@ -14,7 +14,7 @@ from tests.conftest import reference
 from llm_from_scratch.train import TrainConfig, read_metrics
 from llm_from_scratch.translate import (EOS, PAD, SEP, Translator, Vocab, deconly_arrays, encdec_arrays,
                                         load_translator, model_config, pair_split, sentence_pairs, train_translation)
-from llm_from_scratch.translate_eval import read_outputs, scores
+from llm_from_scratch.translate_eval import read_outputs, scores, unseen_name_scores
 from llm_from_scratch.models import bart, gpt
 
 DATA = Path(__file__).resolve().parents[1] / "book" / "data" / "translation"
@@ -84,27 +84,32 @@ def test_interrupted_training_resumes_to_the_same_losses(arch, tmp_path):
         load_translator(tmp_path / "whole").translate(["Mia was in the park."])
 
 
-def _committed(arch):
-    folder = DATA / arch
+RUNS = [(DATA, "encdec"), (DATA, "deconly"), (DATA / "bpe", "encdec"), (DATA / "bpe", "deconly")]
+
+
+def _committed(data, arch):
+    folder = data / arch
     state = json.loads((folder / "trainer_state.json").read_text())
     tc = state["train_config"]
     tc["betas"] = tuple(tc["betas"])
     return folder, TrainConfig(**tc), json.loads((folder / "run.json").read_text())
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_command_reproduces_committed_first_losses(arch):
+@pytest.mark.parametrize("data, arch", RUNS, ids=[f"{d.name}-{a}" for d, a in RUNS])
+def test_command_reproduces_committed_first_losses(data, arch):
     import numba
     from threadpoolctl import threadpool_limits
 
-    folder, tc, run = _committed(arch)
+    folder, tc, run = _committed(data, arch)
     committed = read_metrics(folder / "metrics.jsonl")["loss"][:3]
     before = numba.get_num_threads()
     numba.set_num_threads(1)  # the command ran on one thread: the order of every sum is then the same
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             replay = train_translation(None, arch, n_stories=run["n_stories"], train_config=tc, kernels=run["kernels"],
-                                       seed=run["seed"], progress=False, stop_after=3)
+                                       seed=run["seed"], progress=False, stop_after=3,
+                                       tokenizer=run.get("tokenizer", "char"),
+                                       bpe_vocab_size=run.get("bpe_vocab_size", 512))
     finally:
         numba.set_num_threads(before)
     got = replay.result.history["loss"]
@@ -113,12 +118,13 @@ def test_command_reproduces_committed_first_losses(arch):
     assert diff <= 1e-6 * max(committed)
 
 
-def test_committed_results_match_their_outputs_and_sacrebleu():
+@pytest.mark.parametrize("data", [DATA, DATA / "bpe"], ids=["char", "bpe"])
+def test_committed_results_match_their_outputs_and_sacrebleu(data):
     """eval.json's scores are those of the committed outputs, and the package's BLEU and chrF of
     every system equal sacreBLEU's."""
     sacrebleu = reference("sacrebleu")
-    record = json.loads((DATA / "eval.json").read_text())
-    rows = read_outputs(DATA / "test_outputs.jsonl")
+    record = json.loads((data / "eval.json").read_text())
+    rows = read_outputs(data / "test_outputs.jsonl")
     worst = 0.0
     for arch in ARCHS:
         for how, expected in record["models"][arch]["test"].items():
@@ -145,6 +151,8 @@ def test_committed_results_match_their_outputs_and_sacrebleu():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_committed_model_translates_as_recorded(arch):
+    """The committed character models translate the test sentences and the unseen-name probe as
+    eval.json recorded."""
     t = load_translator(DATA / arch, kernels="numba")
     record = json.loads((DATA / "eval.json").read_text())
     assert sum(p.size for p in t.params.values()) == record["models"][arch]["n_params"]
@@ -152,6 +160,9 @@ def test_committed_model_translates_as_recorded(arch):
     rows = rows[:24]
     got = t.translate([r["source"] for r in rows])
     assert got == [r["hypothesis"] for r in rows]
+    probe = unseen_name_scores(t)
+    assert probe == record["models"][arch]["unseen_names"]
+    print(arch, "unseen names:", {k: v for k, v in probe.items() if k != "outputs"})
 
 
 # ------------------------------------------------------------------------------------------------
