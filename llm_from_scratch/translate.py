@@ -387,7 +387,8 @@ def train_translation(out_dir, arch: str = "encdec", n_stories: int = 20000, tra
     result = train(loss_and_grads, loss_fn, params, None, val, tc, out_dir=out, resume=resume,
                    save_model=lambda p, d: _save_model(arch, p, config, vocab, d), progress=progress,
                    stop_after=stop_after, sample_batch=sample_batch)
-    tokens = np.mean([len(en) + len(ve) + 3 for en, ve in train_pairs]) * tc.batch_size  # + <s> </s> </s> or <sep>
+    extra = 3 if arch == "encdec" else 2  # <s> </s> and </s>, or <sep> and </s>
+    tokens = np.mean([len(vocab.encode(en)) + len(vocab.encode(ve)) + extra for en, ve in train_pairs]) * tc.batch_size
     return TranslationRun(arch, params, config, vocab, result, pairs, float(tokens))
 
 
