@@ -4,6 +4,9 @@
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
     llm-scratch baseline mlp --out FILE        chapter 3's MLP, trained and scored, as a JSON record
     llm-scratch parity --out FILE              the GPT against transformers' GPT-2 (reference packages needed)
+    llm-scratch train-translation --out runs/mt [--model encdec|deconly] [--steps N] ...
+    llm-scratch translate runs/mt [--input FILE|-] [--output FILE] [--beam N] [--max-new-tokens N]
+    llm-scratch eval-translation --runs runs/mt runs/mt-gpt --out book/data/translation
     llm-scratch embed --input FILE --output OUT.npy [--checkpoint DIR] [--batch-size N]
                                                a sentence embedding per non-empty line (all-MiniLM-L6-v2)
     llm-scratch quantize RUN_DIR --bits 8|4 [--group-size 32] [--tied-head | --word-embeddings] --out DIR
@@ -399,6 +402,83 @@ def _cmd_privacy(args) -> int:
     return 0
 
 
+def _cmd_train_translation(args) -> int:
+    from llm_from_scratch.train import TrainConfig, TrainingDiverged
+    from llm_from_scratch.translate import train_translation
+
+    try:
+        settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+        settings["betas"] = tuple(settings["betas"])
+        settings["warmup_steps"] = min(settings["warmup_steps"], args.steps - 1)
+        tc = TrainConfig(**settings)
+        run = train_translation(args.out, arch=args.model, n_stories=args.n_stories, train_config=tc,
+                                kernels=args.kernels, seed=args.seed, resume=args.resume, tokenizer=args.tokenizer,
+                                bpe_vocab_size=args.vocab_size, d_model=args.d_model,
+                                layers=args.layers, heads=args.heads, n_embd=args.n_embd, n_layer=args.n_layer)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    val = run.result.history["val_loss"]
+    if val:
+        print(f"validation loss {val[-1]:.4f} nats/token")
+    print(f"checkpoint: {args.out}  (translate with: llm-scratch translate {args.out} --input FILE)")
+    return 0
+
+
+def _read_lines(source: str) -> list[str]:
+    if source == "-":
+        return sys.stdin.read().splitlines()
+    path = Path(source)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"{path}: {what} (expected a UTF-8 text file, one English sentence per line)")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def _cmd_translate(args) -> int:
+    from llm_from_scratch.translate import load_translator
+
+    if args.beam < 1:
+        raise ValueError(f"--beam must be at least 1, got {args.beam}")
+    translator = load_translator(args.run_dir, kernels=args.kernels)
+    lines = _read_lines(args.input)
+    if not lines:
+        raise ValueError(f"{args.input}: no lines to translate")
+    # every line is checked before any is translated: one bad line refuses the whole input, so
+    # output line i is always the translation of input line i
+    for number, line in enumerate(lines, start=1):
+        try:
+            translator.check(line)
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+    if args.max_new_tokens is not None and not 1 <= args.max_new_tokens <= translator.max_source_tokens + 1:
+        raise ValueError(f"--max-new-tokens must be in [1, {translator.max_source_tokens + 1}] for this model, "
+                         f"got {args.max_new_tokens}")
+    out = translator.translate(lines, beam=args.beam, max_new_tokens=args.max_new_tokens,
+                               length_penalty=args.length_penalty)
+    text = "".join(line + "\n" for line in out)
+    if args.output:
+        atomic_write(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_eval_translation(args) -> int:
+    from llm_from_scratch.translate_eval import evaluate_runs
+
+    record = evaluate_runs(args.runs, args.out, n_stories=args.n_stories, beam=args.beam,
+                           length_penalty=args.length_penalty, kernels=args.kernels, early_step=args.early_step)
+    for name, r in record["models"].items():
+        for how, m in r["test"].items():
+            print(f"{name:8s} {how:7s} exact {m['exact_match']:.3f}  BLEU {m['bleu']:.2f}  chrF {m['chrf']:.2f}")
+    print(f"wrote {Path(args.out) / 'eval.json'} and {Path(args.out) / 'test_outputs.jsonl'}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error said in one line (and the exit status 2 argparse uses)."""
 
@@ -446,6 +526,52 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
     ge.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     ge.set_defaults(func=_cmd_generate)
+
+    tt = sub.add_parser("train-translation", help="train chapter 10's English -> Velu translation model "
+                        "(encoder-decoder or decoder-only) on StoryWorld sentence pairs")
+    tt.add_argument("--out", required=True, help="output folder: metrics.jsonl, checkpoints, vocab.json")
+    tt.add_argument("--model", default="encdec", choices=["encdec", "deconly"],
+                    help="encdec: BART encoder-decoder; deconly: a GPT on English <sep> Velu")
+    tt.add_argument("--n-stories", type=int, default=20000, help="stories whose distinct sentences make the pairs")
+    tt.add_argument("--tokenizer", default="char", choices=["char", "bpe"], help="characters (one vocabulary for "
+                    "both languages) or a byte-level BPE trained on the training pairs")
+    tt.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary size (with --tokenizer bpe)")
+    tt.add_argument("--d-model", type=int, default=64, help="encdec: width")
+    tt.add_argument("--layers", type=int, default=2, help="encdec: layers in the encoder and in the decoder")
+    tt.add_argument("--heads", type=int, default=4, help="attention heads (both models)")
+    tt.add_argument("--n-embd", type=int, default=80, help="deconly: width")
+    tt.add_argument("--n-layer", type=int, default=3, help="deconly: layers")
+    _add_train_config_flags(tt)
+    tt.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    tt.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    tt.set_defaults(func=_cmd_train_translation)
+
+    tl = sub.add_parser("translate", help="translate English sentences to Velu, one per line",
+                        description="Translate English StoryWorld sentences to Velu, one sentence per line. Every "
+                        "line is checked first: an empty line, a line longer than the model reads, or a "
+                        "character outside the model's vocabulary refuses the whole input (exit status 2, "
+                        "naming the line), so that output line i always translates input line i.")
+    tl.add_argument("run_dir", help="a train-translation --out folder (its latest checkpoint) or a checkpoint")
+    tl.add_argument("--input", default="-", help="a UTF-8 text file, one sentence per line, or - for stdin")
+    tl.add_argument("--output", default=None, help="write the translations here (default: stdout)")
+    tl.add_argument("--beam", type=int, default=1, help="beams (1 = greedy search)")
+    tl.add_argument("--length-penalty", type=float, default=1.0, help="beam search: a finished beam's "
+                    "log-probability is divided by its length to this power")
+    tl.add_argument("--max-new-tokens", type=int, default=None, help="longest translation in characters "
+                    "(default: the longest the model was built for)")
+    tl.add_argument("--kernels", default="numpy", choices=["numpy", "numba"])
+    tl.set_defaults(func=_cmd_translate)
+
+    et = sub.add_parser("eval-translation", help="chapter 10's test-set results of translation runs as JSON")
+    et.add_argument("--runs", nargs="+", required=True, help="train-translation --out folders")
+    et.add_argument("--out", required=True, help="folder for eval.json and test_outputs.jsonl")
+    et.add_argument("--n-stories", type=int, default=20000, help="as given to train-translation")
+    et.add_argument("--beam", type=int, default=4)
+    et.add_argument("--length-penalty", type=float, default=1.0)
+    et.add_argument("--early-step", type=int, default=None, help="also write the test outputs of the checkpoint "
+                    "at this step (for an error analysis of a model still making mistakes)")
+    et.add_argument("--kernels", default="numpy", choices=["numpy", "numba"])
+    et.set_defaults(func=_cmd_eval_translation)
 
     pr = sub.add_parser("privacy", help="the data-and-privacy measurements (canaries, membership inference, "
                         "duplication, DP-SGD), one JSON-lines file each")

@@ -39,6 +39,10 @@ Scores stay in the model's dtype (Hugging Face casts them to float32), and outpu
 padded with ``pad_token_id`` (Hugging Face's beam search pads with the end token when the pad
 id is 0).
 
+The two search loops (``_greedy_loop``, ``_beam_loop``) only ask a decoder for the last
+position's logits of the sequences so far and, for beams, to reorder its rows; the
+decoder-only translator of ``llm_from_scratch.translate`` runs them over a GPT.
+
 Left out: sampling (``llm_from_scratch.generate`` has the filters for GPT), ``min_length``,
 repetition penalties and ``no_repeat_ngram_size``, diverse and constrained beam search.
 
@@ -180,10 +184,14 @@ def greedy_search(params: dict[str, np.ndarray], config: BartConfig, input_ids: 
     """
     ids, max_length = _options(config, input_ids, attention_mask, max_new_tokens, max_length, eos_token_id,
                                pad_token_id, decoder_start_token_id, forced_bos_token_id, forced_eos_token_id)
-    eos, pad = ids["eos_token_id"], ids["pad_token_id"]
-    B = input_ids.shape[0]
     memory = encode(params, config, input_ids, attention_mask, kernels)  # (B, S, C)
     decoder = _Decoder(params, config, memory, attention_mask, max_length, use_cache, kernels)
+    return _greedy_loop(decoder, input_ids.shape[0], ids, max_length)
+
+
+def _greedy_loop(decoder, B: int, ids: dict, max_length: int) -> np.ndarray:
+    """Greedy search over any ``decoder`` with ``logits(seqs) -> (N, V)`` (the last position's)."""
+    eos, pad = ids["eos_token_id"], ids["pad_token_id"]
     seqs = np.full((B, 1), ids["decoder_start_token_id"], dtype=np.int64)  # (B, 1)
     unfinished = np.ones(B, dtype=bool)  # (B,)
     while True:
@@ -228,15 +236,22 @@ def beam_search(params: dict[str, np.ndarray], config: BartConfig, input_ids: np
         raise ValueError(f"length_penalty must be a number, got {length_penalty!r}")
     ids, max_length = _options(config, input_ids, attention_mask, max_new_tokens, max_length, eos_token_id,
                                pad_token_id, decoder_start_token_id, forced_bos_token_id, forced_eos_token_id)
-    eos, NB, lp = ids["eos_token_id"], int(num_beams), float(length_penalty)
-    B = input_ids.shape[0]
+    NB = int(num_beams)
     # every source's encoding, repeated for its NB beams: rows b * NB .. b * NB + NB - 1
     memory = np.repeat(encode(params, config, input_ids, attention_mask, kernels), NB, axis=0)  # (B * NB, S, C)
     mask = None if attention_mask is None else np.repeat(attention_mask, NB, axis=0)  # (B * NB, S)
     decoder = _Decoder(params, config, memory, mask, max_length, use_cache, kernels)
+    return _beam_loop(decoder, input_ids.shape[0], ids, max_length, NB, float(length_penalty), early_stopping,
+                      num_return_sequences, memory.dtype)
+
+
+def _beam_loop(decoder, B: int, ids: dict, max_length: int, NB: int, lp: float, early_stopping,
+               num_return_sequences: int, dtype) -> np.ndarray:
+    """Beam search over any ``decoder`` with ``logits(seqs) -> (B * NB, V)`` and ``reorder(index)``,
+    whose rows b * NB .. b * NB + NB - 1 belong to source b."""
+    eos = ids["eos_token_id"]
     K = max(2, 1 + (eos is not None)) * NB  # candidates kept per source
     fill = ids["pad_token_id"]
-    dtype = memory.dtype
     running = np.full((B, NB, max_length), fill, dtype=np.int64)  # (B, NB, max_length) the open beams
     running[:, :, 0] = ids["decoder_start_token_id"]
     running_scores = np.zeros((B, NB), dtype=dtype)  # (B, NB) summed log-probabilities

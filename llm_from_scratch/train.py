@@ -264,8 +264,13 @@ def evaluate(loss_fn: Callable, params, x: np.ndarray, y: np.ndarray, batch_size
 
 def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndarray], train_tokens: np.ndarray,
           val_tokens: np.ndarray | None, config: TrainConfig, out_dir=None, resume: bool = False,
-          save_model: Callable | None = None, progress: bool = True, stop_after: int | None = None) -> TrainResult:
+          save_model: Callable | None = None, progress: bool = True, stop_after: int | None = None,
+          sample_batch: Callable | None = None) -> TrainResult:
     """Train ``params`` in place; return them with the history of losses.
+
+    ``sample_batch(rng, batch_size) -> (x, y)``, if given, draws each training batch instead of
+    random windows of ``train_tokens`` (pairs of padded sentences for translation, say), and
+    ``val_tokens`` may then be a fixed pair ``(x, y)`` of validation arrays.
 
     ``out_dir`` receives ``metrics.jsonl`` and the checkpoints; with ``resume=True`` the run
     continues from ``out_dir/latest`` (parameters, optimizer, step and batch sampler restored).
@@ -302,7 +307,9 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
                     if line and (row := _json_line(line)) is not None and _before(row, start_step)]
         atomic_write(metrics_path, "".join(line + "\n" for line in kept))
     val_x = val_y = None
-    if val_tokens is not None:
+    if isinstance(val_tokens, tuple):
+        val_x, val_y = val_tokens
+    elif val_tokens is not None:
         val_x, val_y = _validation_windows(val_tokens, config)
 
     history = {"step": [], "loss": [], "val_step": [], "val_loss": []}
@@ -314,7 +321,11 @@ def train(loss_and_grads: Callable, loss_fn: Callable, params: dict[str, np.ndar
     try:
         for step in bar:
             t0 = time.perf_counter()
-            x, y = get_batch(train_tokens, config.batch_size, config.block_size, rng)
+            if sample_batch is None:
+                x, y = get_batch(train_tokens, config.batch_size, config.block_size, rng)
+            else:
+                x, y = sample_batch(rng, config.batch_size)
+                tokens_per_step = x.size if x.shape == y.shape else x.size + y.size  # a source and a target
             loss, grads = loss_and_grads(params, x, y)
             loss = float(loss)
             _check_finite(step, loss, grads)
