@@ -226,7 +226,9 @@ def _cmd_train_qa(args) -> int:
 
     record = train_qa(args.out, steps=args.steps, n_train=args.n_train, n_test=args.n_test, d_model=args.d_model,
                       layers=args.layers, heads=args.heads, batch_size=args.batch_size, lr=args.lr,
-                      warmup=args.warmup, bert_steps=args.bert_steps, seed=args.seed, kernels=args.kernels)
+                      warmup=args.warmup, init=args.init, bert_steps=args.bert_steps,
+                      bert_batch_size=args.bert_batch_size, bert_lr=args.bert_lr, seed=args.seed,
+                      kernels=args.kernels, eval_every=args.eval_every)
     ev = record["eval"]
     for name in ("generative", "extractive"):
         print(f"{name:<10}  {record['seconds'][name]:7.1f} s  test exact match {ev[name]['exact_match']:.1f}  "
@@ -458,7 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--batch-size", type=int, default=32)
     tq.add_argument("--lr", type=float, default=2e-3)
     tq.add_argument("--warmup", type=int, default=50)
-    tq.add_argument("--bert-steps", type=int, default=600, help="fine-tuning steps of the extractive BERT")
+    tq.add_argument("--init", default="bert", choices=["bert", "random"], help="the encoder-decoder's encoder from "
+                    "chapter 9's pretrained BERT (and its cross-attention passing the encoder through), or random")
+    tq.add_argument("--bert-steps", type=int, default=1000, help="fine-tuning steps of the extractive BERT")
+    tq.add_argument("--bert-batch-size", type=int, default=16)
+    tq.add_argument("--bert-lr", type=float, default=1e-3)
+    tq.add_argument("--eval-every", type=int, default=500, help="steps between validation scores of the "
+                    "encoder-decoder (its learning curve); 0: none")
     tq.add_argument("--seed", type=int, default=0)
     tq.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     tq.set_defaults(func=_cmd_train_qa)

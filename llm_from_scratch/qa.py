@@ -85,7 +85,7 @@ _BOOK_DATA = Path(__file__).resolve().parents[1] / "book" / "data"
 BERT_DIR = _BOOK_DATA / "bert_storyworld"  # chapter 9's pretrained BERT and its vocabulary
 QA_DIR = _BOOK_DATA / "qa"  # the committed run of ``llm-scratch train-qa``
 TRAINING_FILE, EVAL_FILE, PREDICTIONS_FILE = "training.json", "eval.json", "predictions.jsonl"
-MODELS = ("generative", "extractive")
+MODELS = ("extractive", "generative")
 
 
 # ----------------------------------------------------------------------------------------
@@ -218,6 +218,42 @@ def encoder_from_bert(params: dict[str, np.ndarray], config: bart.BartConfig, en
     return out
 
 
+def identity_cross_attention(params: dict[str, np.ndarray], config: bart.BartConfig) -> dict[str, np.ndarray]:
+    """A copy of ``params`` whose cross-attention value and output projections are the identity
+    (biases unchanged, 0 at initialisation), so that from the first step every decoder layer adds
+    the attention-weighted mean of the encoder's vectors to its residual stream.
+
+    Why: drawn at the usual scale (std 0.02), the two projections shrink the cross-attention's
+    output to a few thousandths of the residual it is added to, and the post-LayerNorm decoder
+    learns to ignore the source: trained that way, the QA model sat for thousands of steps at
+    the loss of answering with the commonest word of the right kind.
+
+    >>> cfg = bart.BartConfig(vocab_size=13, max_position_embeddings=10, d_model=8, encoder_layers=1,
+    ...                       encoder_attention_heads=2, decoder_layers=2, decoder_attention_heads=2)
+    >>> p = identity_cross_attention(bart.init_params(cfg, seed=0), cfg)
+    >>> bool((p["model.decoder.layers.1.encoder_attn.out_proj.weight"] == np.eye(8)).all())
+    True
+    """
+    out = {name: value.copy() for name, value in params.items()}
+    for i in range(config.decoder_layers):
+        for part in ("v_proj", "out_proj"):
+            name = f"model.decoder.layers.{i}.encoder_attn.{part}.weight"
+            out[name] = np.eye(config.d_model, dtype=out[name].dtype)  # (C, C)
+    return out
+
+
+def init_generative(config: bart.BartConfig, encoder: dict[str, np.ndarray] | None, seed: int = 0
+                    ) -> dict[str, np.ndarray]:
+    """The generative model's starting point: ``bart.init_params(config, seed)``, then, given a
+    pretrained BERT ``encoder``, its encoder and embedding copied from it (``encoder_from_bert``)
+    and the cross-attention's value and output projections set to the identity
+    (``identity_cross_attention``); with ``encoder=None`` the random initialisation alone."""
+    params = bart.init_params(config, seed=seed)
+    if encoder is None:
+        return params
+    return identity_cross_attention(encoder_from_bert(params, config, encoder), config)
+
+
 def _batches(n: int, batch_size: int, steps: int, rng: np.random.Generator):
     """The rows of each step: epochs of a fresh permutation, ``n // batch_size`` batches each."""
     per_epoch = n // batch_size
@@ -238,7 +274,7 @@ def _check_steps(n: int, steps: int, batch_size: int, warmup: int) -> None:
 def train_generative(params: dict[str, np.ndarray], config: bart.BartConfig, src: dict[str, np.ndarray],
                      labels: np.ndarray, steps: int, batch_size: int = 32, lr: float = 2e-3, warmup: int = 50,
                      weight_decay: float = 0.01, seed: int = 0, kernels: str = "numba",
-                     stop_after: int | None = None) -> list[float]:
+                     stop_after: int | None = None, evaluate=None, eval_every: int = 0) -> list[float]:
     """Train the encoder-decoder ``params`` in place to write ``labels`` (N, A) from the sources
     ``src`` (``encode_sources``); returns every step's loss (mean cross-entropy per answer token).
 
@@ -246,7 +282,8 @@ def train_generative(params: dict[str, np.ndarray], config: bart.BartConfig, src
     epoch), cuts the sources to their longest real row, and does one AdamW step (learning rate
     warmed up for ``warmup`` steps to ``lr``, then a cosine to ``lr / 10`` at ``steps``; gradient
     norm clipped at 1). ``stop_after`` stops early without changing the schedule, so the first
-    steps of a long run replay exactly.
+    steps of a long run replay exactly. ``evaluate(step)``, if given, is called after every
+    ``eval_every`` steps (the learning curve; it must not draw from the training's generator).
 
     Example: a tiny model learns to answer with the first token of its source.
 
@@ -276,6 +313,8 @@ def train_generative(params: dict[str, np.ndarray], config: bart.BartConfig, src
         opt.lr = warmup_cosine(step, lr, warmup, steps, min_lr=lr / 10)
         opt.step(params, grads)
         losses.append(float(loss))
+        if evaluate is not None and eval_every and (step + 1) % eval_every == 0:
+            evaluate(step + 1)
     return losses
 
 
@@ -357,16 +396,23 @@ def extract_answers(params: dict[str, np.ndarray], config: bert.BertConfig, toke
 # the whole run: train both, score both, write the folder
 
 
+def checkpoint_sha256(directory) -> str:
+    """SHA-256 of a checkpoint folder's ``model.safetensors``: which pretrained BERT a run started from."""
+    import hashlib
+
+    return hashlib.sha256((Path(directory) / "model.safetensors").read_bytes()).hexdigest()
+
+
 def _machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "python": sys.version.split()[0], "numpy": np.__version__}
 
 
-def _prepare(tokenizer, n_train: int, n_test: int):
+def _prepare(tokenizer, n_train: int, n_test: int, n_val: int = 100):
     """Training and test questions whose answer survives the cut at ``MAX_LENGTH`` tokens (the
     others are counted, as in chapter 9), their encoded sources and answer token indices."""
     out = {}
-    for split, n, seed in (("train", n_train, 0), ("test", n_test, 2)):
+    for split, n, seed in (("train", n_train, 0), ("val", n_val, 1), ("test", n_test, 2)):
         examples, spans, dropped = [], [], 0
         for ex in storyworld_questions(split, n, seed):
             span = answer_in_source(tokenizer, ex)
@@ -381,25 +427,31 @@ def _prepare(tokenizer, n_train: int, n_test: int):
 
 
 def train_qa(out, steps: int = 4000, n_train: int = 3000, n_test: int = 400, d_model: int = 64, layers: int = 2,
-             heads: int = 4, batch_size: int = 32, lr: float = 2e-3, warmup: int = 50, bert_steps: int = 600,
-             bert_batch_size: int = 16, bert_lr: float = 1e-3, seed: int = 0, kernels: str = "numba",
-             bert_dir=BERT_DIR, stop_after: int | None = None, record_steps: int = 5) -> dict:
+             heads: int = 4, batch_size: int = 32, lr: float = 2e-3, warmup: int = 50, init: str = "bert",
+             bert_steps: int = 1000, bert_batch_size: int = 16, bert_lr: float = 1e-3, seed: int = 0,
+             kernels: str = "numba", eval_every: int = 500, bert_dir=BERT_DIR, stop_after: int | None = None,
+             record_steps: int = 5) -> dict:
     """Train the generative model from scratch and fine-tune the extractive one from chapter 9's
     pretrained BERT, on the questions of the first ``n_train`` training stories (chapter 9's
     3,000); score both on the questions of ``n_test`` test stories (chapter 9's 400, seed 2);
-    write the run folder ``out`` (see the module docstring). Returns the record of
+    write the run folder ``out`` (see the module docstring). ``init`` is "bert" (the generative
+    model's encoder and embedding from the same pretrained BERT, ``init_generative``) or
+    "random". Every ``eval_every`` steps the generative model answers the questions of 100
+    validation stories (seed 1): its learning curve, in ``val_history``. Returns the record of
     ``training.json``, with the scores of ``eval.json`` under ``"eval"``.
 
     With ``stop_after`` each model trains only its first ``stop_after`` steps (same schedule),
     nothing is written, and the record (with ``first_losses``) is returned: what the test
     replays.
     """
+    if init not in ("bert", "random"):
+        raise ValueError(f"init must be 'bert' (encoder from the pretrained BERT) or 'random', got {init!r}")
     if steps < 1 or bert_steps < 1 or record_steps < 0:
         raise ValueError(f"need steps >= 1, bert_steps >= 1 and record_steps >= 0, got {steps}, {bert_steps}, "
                          f"{record_steps}")
     args = dict(steps=steps, n_train=n_train, n_test=n_test, d_model=d_model, layers=layers, heads=heads,
-                batch_size=batch_size, lr=lr, warmup=warmup, bert_steps=bert_steps, bert_batch_size=bert_batch_size,
-                bert_lr=bert_lr, seed=seed, kernels=kernels)
+                batch_size=batch_size, lr=lr, warmup=warmup, init=init, bert_steps=bert_steps,
+                bert_batch_size=bert_batch_size, bert_lr=bert_lr, seed=seed, kernels=kernels, eval_every=eval_every)
     tok = bert.load_wordpiece(bert_dir)
     encoder, bert_cfg = bert.from_pretrained(bert_dir)
     bert_cfg = dataclasses.replace(bert_cfg, num_labels=2)  # start and end: BertForQuestionAnswering's layout
@@ -408,10 +460,20 @@ def train_qa(out, steps: int = 4000, n_train: int = 3000, n_test: int = 400, d_m
     labels = answer_labels(tok, [e.answer for e in train])  # (N, A)
 
     config = generative_config(tok, d_model, layers, heads)
-    gen_params = bart.init_params(config, seed=seed)
+    gen_params = init_generative(config, encoder if init == "bert" else None, seed)
+    val, val_src, _, _ = data["val"]
+    val_history, eval_seconds = [], [0.0]
+
+    def evaluate(step):
+        start = time.perf_counter()
+        scores = squad_scores(generate_answers(gen_params, config, tok, val_src, kernels=kernels),
+                              [e.answer for e in val])
+        val_history.append({"step": step, **scores})
+        eval_seconds[0] += time.perf_counter() - start
+
     t0 = time.perf_counter()
     gen_losses = train_generative(gen_params, config, src, labels, steps, batch_size, lr, warmup, seed=seed,
-                                  kernels=kernels, stop_after=stop_after)
+                                  kernels=kernels, stop_after=stop_after, evaluate=evaluate, eval_every=eval_every)
     t1 = time.perf_counter()
     ext_params, ext_losses = finetune_extractive(encoder, bert_cfg, src, spans[:, 0], spans[:, 1], bert_steps,
                                                  bert_batch_size, bert_lr, seed=seed, kernels=kernels,
@@ -421,7 +483,9 @@ def train_qa(out, steps: int = 4000, n_train: int = 3000, n_test: int = 400, d_m
                   f"--{k.replace('_', '-')} {v}" for k, v in args.items()),
               "arguments": args,
               "first_losses": {"generative": gen_losses[:record_steps], "extractive": ext_losses[:record_steps]},
-              "seconds": {"generative": round(t1 - t0, 1), "extractive": round(t2 - t1, 1)},
+              "seconds": {"generative": round(t1 - t0 - eval_seconds[0], 1), "extractive": round(t2 - t1, 1)},
+              "eval_seconds": round(eval_seconds[0], 1),  # the learning curve's evaluations, not counted above
+              "bert_checkpoint_sha256": checkpoint_sha256(bert_dir),
               "train_questions": len(train), "train_questions_dropped": dropped_train,
               "generative_params": bart.num_params(config)}
     if stop_after is not None:
@@ -433,7 +497,9 @@ def train_qa(out, steps: int = 4000, n_train: int = 3000, n_test: int = 400, d_m
     scores = {name: squad_scores(p, golds) for name, p in preds.items()}
     evaluation = {"test_questions": len(test), "test_questions_dropped": dropped_test,
                   "test_stories": n_test, "split": "test", **{name: scores[name] for name in MODELS}}
-    record.update(loss_history={"generative": gen_losses, "extractive": ext_losses}, machine=_machine())
+    ext_val = squad_scores(extract_answers(ext_params, bert_cfg, tok, val_src, kernels=kernels), [e.answer for e in val])
+    record.update(val_history={"generative": val_history, "extractive": [{"step": bert_steps, **ext_val}]},
+                  loss_history={"generative": gen_losses, "extractive": ext_losses}, machine=_machine())
     out = Path(out)
     bart.save_pretrained(gen_params, config, out / "generative")
     bert.save_pretrained(ext_params, bert_cfg, out / "extractive")
