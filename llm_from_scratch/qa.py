@@ -11,15 +11,17 @@ Extractive (chapter 9, Devlin et al. 2019 section 4.2): the pretrained StoryWorl
 the answer is the span i <= j < i + 4 of story tokens with the largest ``s_i + e_j``. It can
 only copy.
 
-Generative (Lewis et al. 2020, the "BART" encoder-decoder, trained from scratch here): the
-encoder reads the source, the decoder writes the answer's tokens and then ``[SEP]``, which ends
-it, trained with the cross-entropy of each answer token given the source and the answer so far
-(teacher forcing):
+Generative (Lewis et al. 2020, the "BART" encoder-decoder): the encoder reads the source, the
+decoder writes the answer's tokens and then ``[SEP]``, which ends it, trained with the
+cross-entropy of each answer token given the source and the answer so far (teacher forcing):
 
     loss = -1/|A| sum_t log p(a_t | a_<t, source)      a = answer tokens + [SEP]
 
 and answers with greedy decoding (``seq2seq.generate``). Nothing forces it to copy: it could
-write a word the story never uses.
+write a word the story never uses. Its encoder and embedding start as the same pretrained BERT
+(``encoder_from_bert``, as Rothe et al. 2020 warm-start encoder-decoders), its decoder from
+random weights, except that the cross-attention's value and output projections start as the
+identity (``identity_cross_attention``, which says why).
 
 ``train_qa`` trains both on the questions of the same training stories, scores them on the
 questions of the same test stories with SQuAD's exact match and token F1
@@ -37,14 +39,16 @@ questions of the same test stories with SQuAD's exact match and token F1
 pairs with either model (``llm-scratch qa``), and ``compare`` gives chapter 10 its table, the
 questions where the two models disagree, and a live re-run of a few test questions.
 
-Left out: a pretrained encoder-decoder (the generative model starts from random weights, the
-extractive one from a masked-LM encoder; ``compare`` says so next to the numbers), beam search
+Left out: a pretrained decoder (only the encoder is pretrained, by masked LM; ``init="random"``
+trains the whole encoder-decoder from random weights), beam search
 for the answers (one-word answers gain little from it), unanswerable questions (SQuAD 2.0).
 
 References:
 
 - J. Devlin et al., "BERT", NAACL 2019, section 4.2 (span prediction for SQuAD).
 - M. Lewis et al., "BART", ACL 2020, section 3 (encoder-decoder fine-tuning for QA and generation).
+- S. Rothe, S. Narayan, A. Severyn, "Leveraging Pre-trained Checkpoints for Sequence Generation
+  Tasks", TACL 2020 (an encoder-decoder warm-started from BERT).
 - C. Raffel et al., "Exploring the Limits of Transfer Learning with a Unified Text-to-Text
   Transformer" (T5), JMLR 2020, section 2.4 (question answering as text generation).
 - P. Rajpurkar et al., "SQuAD", EMNLP 2016, section 6 (exact match and token F1).
@@ -650,8 +654,10 @@ class Comparison:
     def table(self) -> str:
         """The scores as a Markdown table."""
         lines = ["| model | how it answers | exact match (%) | token F1 (%) |", "|---|---|---|---|"]
-        how = {"extractive": "points at a span (chapter 9's pretrained BERT)",
-               "generative": "writes the answer (encoder-decoder, from scratch)"}
+        start = ("encoder from the pretrained BERT, new decoder"
+                 if self.training["arguments"].get("init", "bert") == "bert" else "from random weights")
+        how = {"extractive": "points at a span (chapter 9's pretrained BERT + span head)",
+               "generative": f"writes the answer (encoder-decoder: {start})"}
         for name in MODELS:
             s = self.scores[name]
             lines.append(f"| {name} | {how[name]} | {s['exact_match']:.1f} | {s['f1']:.1f} |")

@@ -82,23 +82,27 @@ def test_encoder_from_bert_gives_bert_encoder_outputs():
     assert np.array_equal(params["model.decoder.layers.0.fc1.weight"], fresh["model.decoder.layers.0.fc1.weight"])
 
 
-def test_extract_answers_picks_best_span_inside_context():
+def test_extract_answers_picks_best_span_inside_context(monkeypatch):
+    """The best start + end among spans of at most 4 context tokens: never in the question, never
+    the final [SEP], never backwards or longer than 4 tokens, however high those score."""
     tok = bert.load_wordpiece(qa.BERT_DIR)
-    enc, cfg = bert.from_pretrained(qa.BERT_DIR)
-    import dataclasses
-    cfg = dataclasses.replace(cfg, num_labels=2)
-    params = bert.init_params(cfg, heads=("qa",), seed=0)
-    for name in params:
-        if name.startswith("bert."):
-            params[name] = enc[name]
-    # a head that scores one token: the word "garden" starts and ends every answer
-    garden = tok.vocab["garden"]
-    hidden, _, _ = bert.bert_forward(params, cfg, np.array([[garden]]))
-    w = np.zeros_like(params["qa_outputs.weight"])  # (2, C)
-    w[:] = hidden[0, 0] / np.linalg.norm(hidden[0, 0])
-    params["qa_outputs.weight"] = w
-    src = qa.encode_sources(tok, ["Where is the garden?"], ["Mia went to the garden. Tom was in the park.\n"])
-    assert qa.extract_answers(params, cfg, tok, src, kernels="numpy") == ["garden"]
+    src = qa.encode_sources(tok, ["Where is Mia?"], ["Mia went to the red garden. Tom was in the big park.\n"])
+    tokens = tok.convert_ids_to_tokens(src["input_ids"][0])
+    where = {t: tokens.index(t) for t in ("where", "went", "red", "garden", "tom", "park")}
+    last_sep = int(src["attention_mask"][0].sum()) - 1
+    start, end = np.zeros((1, len(tokens))), np.zeros((1, len(tokens)))
+    start[0, where["where"]] = end[0, where["where"]] = 50.0  # in the question: not allowed
+    start[0, last_sep] = end[0, last_sep] = 50.0  # the final [SEP]: not allowed
+    start[0, where["red"]], end[0, where["park"]] = 20.0, 20.0  # "red ... park" is 9 tokens: too long
+    start[0, where["tom"]], end[0, where["went"]] = 15.0, 15.0  # "tom" ... "went": backwards
+    end[0, where["garden"]] = 5.0  # the best allowed span: "red garden", 20 + 5
+
+    def fake(params, config, input_ids, **kwargs):
+        T = input_ids.shape[1]
+        return start[:, :T], end[:, :T], None, None
+
+    monkeypatch.setattr(qa.bert, "bert_qa_forward", fake)
+    assert qa.extract_answers({}, None, tok, src) == ["red garden"]
 
 
 # ----------------------------------------------------------------------------------------
