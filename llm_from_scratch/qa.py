@@ -660,6 +660,7 @@ class Comparison:
     n_disagree: int  # how many there are in all
     live: list[dict]  # re-run test questions: the stored and the fresh answers of both models
     training: dict  # training.json
+    not_in_story: dict  # model -> how many of its test answers are not words of the story
 
     def table(self) -> str:
         """The scores as a Markdown table."""
@@ -703,7 +704,7 @@ def compare(run_dir=QA_DIR, n_examples: int = 6, n_live: int = 8, kernels: str =
         shown.append({**r, "context": ex.context,
                       "extractive_right": bool(exact_match(r["extractive"], r["gold"])),
                       "generative_right": bool(exact_match(r["generative"], r["gold"])),
-                      "generative_in_story": normalize(r["generative"]) in normalize(ex.context).split()})
+                      "generative_in_story": _in_story(r["generative"], ex.context)})
     live = []
     if n_live:
         models = load_run(run_dir)
@@ -713,8 +714,20 @@ def compare(run_dir=QA_DIR, n_examples: int = 6, n_live: int = 8, kernels: str =
         fresh = {m: answer_unchecked(models, questions, contexts, m, kernels) for m in MODELS}
         live = [{**r, **{f"{m}_live": fresh[m][k] for m in MODELS},
                  **{f"{m}_f1": token_f1(fresh[m][k], r["gold"]) for m in MODELS}} for k, r in enumerate(picked)]
+    not_in_story = {m: sum(not _in_story(r[m], by_key[r["story"], r["question"]].context) for r in rows)
+                    for m in MODELS}
     return Comparison({m: evaluation[m] for m in MODELS}, evaluation["test_questions"], shown, len(disagree), live,
-                      training)
+                      training, not_in_story)
+
+
+def _in_story(answer: str, context: str) -> bool:
+    """Is the (normalised) answer a word, or a run of words, of the (normalised) story?
+
+    >>> _in_story("the Park", "Mia was in the park."), _in_story("kite", "Mia was in the park."), _in_story("", "a")
+    (True, False, False)
+    """
+    words, story = normalize(answer).split(), normalize(context).split()
+    return bool(words) and any(story[i:i + len(words)] == words for i in range(len(story) - len(words) + 1))
 
 
 def normalize(answer: str) -> str:
