@@ -451,8 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "StoryWorld question answering models and score both")
     tq.add_argument("--out", required=True, help="run folder: generative/, extractive/, vocab.txt, training.json, "
                     "eval.json, predictions.jsonl")
-    tq.add_argument("--steps", type=int, default=4000, help="training steps of the encoder-decoder")
-    tq.add_argument("--n-train", type=int, default=3000, help="training stories (their questions are the examples)")
+    tq.add_argument("--steps", type=int, default=8000, help="training steps of the encoder-decoder")
+    tq.add_argument("--n-train", type=int, default=10000, help="training stories (their questions are the examples)")
     tq.add_argument("--n-test", type=int, default=400, help="test stories (their questions are scored)")
     tq.add_argument("--d-model", type=int, default=64)
     tq.add_argument("--layers", type=int, default=2, help="encoder layers, and as many decoder layers")
@@ -462,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--warmup", type=int, default=50)
     tq.add_argument("--init", default="bert", choices=["bert", "random"], help="the encoder-decoder's encoder from "
                     "chapter 9's pretrained BERT (and its cross-attention passing the encoder through), or random")
-    tq.add_argument("--bert-steps", type=int, default=1000, help="fine-tuning steps of the extractive BERT")
+    tq.add_argument("--bert-steps", type=int, default=2000, help="fine-tuning steps of the extractive BERT")
     tq.add_argument("--bert-batch-size", type=int, default=16)
     tq.add_argument("--bert-lr", type=float, default=1e-3)
     tq.add_argument("--eval-every", type=int, default=500, help="steps between validation scores of the "

@@ -170,6 +170,20 @@ def test_compare_shows_disagreements_and_live_answers():
     for r in c.disagreements:
         assert qa.normalize(r["generative"]) != qa.normalize(r["extractive"])
         assert r["question"] in c.examples_text()
+    assert c.not_in_story["extractive"] == 0  # a span is always words of the story
+    assert c.name_swap["pairs"] > 100 and c.last_place["questions"] > 500
+    for name in qa.MODELS:
+        assert 0 <= c.name_swap[name]["both_right"] <= c.name_swap[name]["changed"] <= c.name_swap["pairs"]
+        assert 0.0 <= c.last_place[name] <= 1.0
+    print("name swap", c.name_swap, "\nlast-place rule", c.last_place)
+
+
+def test_last_place_rule_counts_agreement():
+    ex = qa.QAExample("Where is Mia?", "Mia was in the park. Tom went to the house.\n", "park", 15, story=0)
+    rows = [{"story": 0, "question": "Where is Mia?", "gold": "park", "extractive": "house", "generative": "park"},
+            {"story": 0, "question": "Where is the ball?", "gold": "park", "extractive": "x", "generative": "y"}]
+    out = qa.last_place_rule(rows, {(0, "Where is Mia?"): ex})
+    assert out == {"questions": 1, "rule_right": 0.0, "extractive": 1.0, "generative": 0.0}
 
 
 # ----------------------------------------------------------------------------------------
