@@ -12,6 +12,8 @@
     llm-scratch quantize RUN_DIR --bits 8|4 [--group-size 32] [--tied-head | --word-embeddings] --out DIR
                                                int8 / int4 weights of a GPT run or a BERT checkpoint
                                                (all-MiniLM-L6-v2 by name); generate and embed read DIR
+    llm-scratch train-qa --out DIR             train the generative and extractive StoryWorld QA models
+    llm-scratch qa RUN_DIR --input pairs.jsonl [--output answers.jsonl] [--model generative|extractive]
 
     llm-scratch exercises list                 every exercise, by chapter
     llm-scratch exercises start NAME [--dir D] write a stub to D/NAME.py (never overwrites)
@@ -294,6 +296,40 @@ def _cmd_pretrain_bert(args) -> int:
     print(f"{args.steps} steps in {record['seconds']:.1f} s; validation MLM loss {record['val_loss']:.3f}, "
           f"masked-token accuracy {record['val_acc']:.3f}")
     print(f"checkpoint: {args.out}  (load with: bert.from_pretrained and bert.load_wordpiece)")
+    return 0
+
+
+def _cmd_train_qa(args) -> int:
+    from llm_from_scratch.qa import train_qa
+
+    record = train_qa(args.out, steps=args.steps, n_train=args.n_train, n_test=args.n_test, d_model=args.d_model,
+                      layers=args.layers, heads=args.heads, batch_size=args.batch_size, lr=args.lr,
+                      warmup=args.warmup, init=args.init, bert_steps=args.bert_steps,
+                      bert_batch_size=args.bert_batch_size, bert_lr=args.bert_lr, seed=args.seed,
+                      kernels=args.kernels, eval_every=args.eval_every)
+    ev = record["eval"]
+    for name in ("generative", "extractive"):
+        print(f"{name:<10}  {record['seconds'][name]:7.1f} s  test exact match {ev[name]['exact_match']:.1f}  "
+              f"token F1 {ev[name]['f1']:.1f}  ({ev['test_questions']} questions)")
+    print(f"run folder: {args.out}  (answer questions with: llm-scratch qa {args.out} --input pairs.jsonl)")
+    return 0
+
+
+def _cmd_qa(args) -> int:
+    import json
+
+    from llm_from_scratch.qa import answer_questions, load_run, read_pairs
+
+    pairs = read_pairs(args.input)  # checked before the models are loaded: bad input fails fast
+    models = load_run(args.run_dir)
+    answers = answer_questions(models, [q for q, _ in pairs], [c for _, c in pairs], args.model, args.kernels)
+    text = "".join(json.dumps({"question": q, "answer": a}) + "\n" for (q, _), a in zip(pairs, answers))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(args.output), text)
+        print(f"answered {len(answers)} questions with the {args.model} model: wrote {args.output}")
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -653,6 +689,40 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
     pb.set_defaults(func=_cmd_pretrain_bert)
+    tq = sub.add_parser("train-qa", help="train the generative (encoder-decoder) and extractive (chapter 9's BERT) "
+                        "StoryWorld question answering models and score both")
+    tq.add_argument("--out", required=True, help="run folder: generative/, extractive/, vocab.txt, training.json, "
+                    "eval.json, predictions.jsonl")
+    tq.add_argument("--steps", type=int, default=8000, help="training steps of the encoder-decoder")
+    tq.add_argument("--n-train", type=int, default=10000, help="training stories (their questions are the examples)")
+    tq.add_argument("--n-test", type=int, default=400, help="test stories (their questions are scored)")
+    tq.add_argument("--d-model", type=int, default=64)
+    tq.add_argument("--layers", type=int, default=2, help="encoder layers, and as many decoder layers")
+    tq.add_argument("--heads", type=int, default=4)
+    tq.add_argument("--batch-size", type=int, default=32)
+    tq.add_argument("--lr", type=float, default=2e-3)
+    tq.add_argument("--warmup", type=int, default=50)
+    tq.add_argument("--init", default="bert", choices=["bert", "random"], help="the encoder-decoder's encoder from "
+                    "chapter 9's pretrained BERT (and its cross-attention passing the encoder through), or random")
+    tq.add_argument("--bert-steps", type=int, default=2000, help="fine-tuning steps of the extractive BERT")
+    tq.add_argument("--bert-batch-size", type=int, default=16)
+    tq.add_argument("--bert-lr", type=float, default=1e-3)
+    tq.add_argument("--eval-every", type=int, default=500, help="steps between validation scores of the "
+                    "encoder-decoder (its learning curve); 0: none")
+    tq.add_argument("--seed", type=int, default=0)
+    tq.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    tq.set_defaults(func=_cmd_train_qa)
+
+    qa = sub.add_parser("qa", help="answer questions about texts with a run folder of train-qa")
+    qa.add_argument("run_dir", help="a run folder of llm-scratch train-qa (e.g. book/data/qa)")
+    qa.add_argument("--input", required=True, help='JSON lines, one {"question": ..., "context": ...} per line')
+    qa.add_argument("--output", default=None, help='where to write {"question": ..., "answer": ...} lines '
+                    "(default: standard output)")
+    qa.add_argument("--model", default="generative", choices=["generative", "extractive"],
+                    help="write the answer (generative) or point at a span of the context (extractive)")
+    qa.add_argument("--kernels", default="numba", choices=["numpy", "numba"])
+    qa.set_defaults(func=_cmd_qa)
+
     se = sub.add_parser("serve", help="an OpenAI-compatible HTTP server with continuous batching",
                         description=_SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     se.add_argument("run_dir", help="a run folder (uses its latest checkpoint) or a checkpoint folder")

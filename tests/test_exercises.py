@@ -1,6 +1,7 @@
 """Every exercise: the reference passes, a plausible wrong solution fails, the CLI works."""
 
 import importlib
+import pkgutil
 
 import numpy as np
 
@@ -13,9 +14,15 @@ NAMES = [e.name for e in exercises.all_exercises()]
 
 
 def _wrong(name):
-    """The plausible wrong solution kept beside each chapter's exercises."""
-    chapter = exercises.get(name).chapter
-    return importlib.import_module(f"llm_from_scratch.exercises.ch{chapter:02d}").WRONG[name]
+    """The plausible wrong solution kept beside each chapter's exercises (a chapter's exercises may
+    be split over modules ``chNN.py``, ``chNNb.py``, ...)."""
+    prefix = f"ch{exercises.get(name).chapter:02d}"
+    for info in pkgutil.iter_modules(exercises.__path__):
+        if info.name.startswith(prefix):
+            module = importlib.import_module(f"llm_from_scratch.exercises.{info.name}")
+            if name in getattr(module, "WRONG", {}):
+                return module.WRONG[name]
+    raise KeyError(f"no module {prefix}*.py of llm_from_scratch.exercises has WRONG[{name!r}]")
 
 
 def test_every_chapter_so_far_has_exercises():
