@@ -378,14 +378,17 @@ def _cmd_serve(args) -> int:
                               request_timeout=args.request_timeout)
     serve(args.run_dir, host=args.host, port=args.port, embeddings_checkpoint=args.embeddings_checkpoint,
           embeddings=not args.no_embeddings, max_batch=args.max_batch, batching=not args.no_batching,
-          kernels=args.kernels, max_waiting=args.max_waiting, settings=settings, model_name=args.model_name)
+          kernels=args.kernels, max_waiting=args.max_waiting, settings=settings, model_name=args.model_name,
+          translation_run=args.translation_run, qa_run=args.qa_run)
     return 0
 
 
 _SERVE_HELP = """\
 Serve a trained GPT (and the all-MiniLM-L6-v2 sentence embeddings) over HTTP with the API of
 OpenAI, vLLM and llama.cpp's server: POST /v1/completions (stream: true for server-sent events),
-POST /v1/embeddings, GET /v1/models, GET /health, and a playground page at /. Concurrent requests
+POST /v1/embeddings, GET /v1/models, GET /health, and a playground page at /; with
+--translation-run, POST /v1/translations (English -> Velu), and with --qa-run, POST /v1/answers
+(question answering, generative or extractive). Concurrent requests
 are decoded together, one forward pass per step (continuous batching; see
 llm_from_scratch/serve/__init__.py).
 
@@ -729,6 +732,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--embeddings-checkpoint", default=None, metavar="DIR", help="a sentence-transformers "
                     "folder for /v1/embeddings (default: the installed all-MiniLM-L6-v2, if it is installed)")
     se.add_argument("--no-embeddings", action="store_true", help="serve completions only")
+    se.add_argument("--translation-run", default=None, metavar="DIR", help="a run of llm-scratch "
+                    "train-translation (e.g. book/data/translation/encdec): adds POST /v1/translations")
+    se.add_argument("--qa-run", default=None, metavar="DIR", help="a run of llm-scratch train-qa (e.g. "
+                    "book/data/qa): adds POST /v1/answers")
     se.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
                     "machine only; 0.0.0.0 opens it to the network, with no authentication)")
     se.add_argument("--port", type=int, default=8000)

@@ -215,6 +215,89 @@ def parse_embedding_request(body, settings: ServerSettings, model_name: str | No
     return texts, encoding
 
 
+MAX_BEAM = 8  # beams per translation request
+
+
+def _string_list(body: dict, field: str, limit: int) -> list[str]:
+    """``body[field]`` as a non-empty list of non-empty strings (a single string is a list of one)."""
+    value = body.get(field)
+    if value is None:
+        raise ApiError(400, f"{field} is required: a string or a list of strings", field)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, f"{field} must be a string or a non-empty list of strings, got "
+                            f"{'an empty list' if value == [] else _type_name(value)}", field)
+    if len(value) > limit:
+        raise ApiError(400, f"{field} has {len(value)} strings; at most {limit} per request", field)
+    for i, text in enumerate(value):
+        if not isinstance(text, str):
+            raise ApiError(400, f"{field}[{i}] must be a string, got {_type_name(text)}", field)
+        if not text.strip():
+            raise ApiError(400, f"{field}[{i}] is empty: every string needs some text", field)
+    return value
+
+
+def parse_translation_request(body, settings: ServerSettings, translator, model_name: str | None
+                              ) -> tuple[list[str], int]:
+    """``(sentences, beam)`` from a ``/v1/translations`` body, or an ``ApiError``. Every sentence
+    is checked before any is translated (``translate.Translator.check``): one the model cannot
+    read refuses the request, naming its index.
+
+    >>> parse_translation_request({"input": "Mia was happy."}, ServerSettings(), None, None)
+    Traceback (most recent call last):
+    ...
+    llm_from_scratch.serve.app.ApiError: this server has no translation model: start it with --translation-run DIR
+    """
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {_type_name(body)}")
+    if translator is None:
+        raise ApiError(404, "this server has no translation model: start it with --translation-run DIR",
+                       "model", "model_not_found")
+    _check_model(body, model_name, "translation")
+    sentences = _string_list(body, "input", settings.max_embedding_inputs)
+    beam = body.get("beam", 1)
+    if not _is_int(beam) or not 1 <= beam <= MAX_BEAM:
+        raise ApiError(400, f"beam must be an integer in [1, {MAX_BEAM}], got {json.dumps(beam)}", "beam")
+    for i, sentence in enumerate(sentences):
+        try:
+            translator.check(sentence)
+        except ValueError as exc:
+            raise ApiError(400, f"input[{i}]: {exc}", "input") from None
+    return sentences, beam
+
+
+def parse_answer_request(body, settings: ServerSettings, qa_models, model_name: str | None
+                         ) -> tuple[list[str], list[str], str]:
+    """``(questions, contexts, method)`` from a ``/v1/answers`` body, or an ``ApiError``:
+    ``question`` and ``context`` (strings, or lists of the same length) and ``method``,
+    "generative" (the default) or "extractive". Each pair is checked with ``qa.check_pair``."""
+    from llm_from_scratch import qa
+
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the request body must be a JSON object, got {_type_name(body)}")
+    if qa_models is None:
+        raise ApiError(404, "this server has no question-answering models: start it with --qa-run DIR",
+                       "model", "model_not_found")
+    _check_model(body, model_name, "question-answering")
+    questions = _string_list(body, "question", settings.max_embedding_inputs)
+    contexts = _string_list(body, "context", settings.max_embedding_inputs)
+    if len(questions) != len(contexts):
+        raise ApiError(400, f"{len(questions)} questions but {len(contexts)} contexts: give one context per "
+                            "question", "context")
+    method = body.get("method", "generative")
+    if method not in qa.MODELS:
+        raise ApiError(400, f"method must be one of {list(qa.MODELS)}, got {json.dumps(method)}", "method")
+    for i, (q, c) in enumerate(zip(questions, contexts)):
+        try:
+            qa.check_pair(qa_models.tokenizer, q, c)
+        except ValueError as exc:
+            # an empty or non-string question is the question's fault; too long, the context's
+            field = "question" if str(exc).startswith("question ") and "+" not in str(exc) else "context"
+            raise ApiError(400, f"pair {i}: {exc}", field) from None
+    return questions, contexts, method
+
+
 # ------------------------------------------------------------------------------------------
 # the embedding model
 
@@ -311,7 +394,7 @@ def _sse(obj) -> bytes:
 
 
 def create_app(engine: Engine, tokenizer, settings: ServerSettings = ServerSettings(),
-               embedder: Embedder | None = None, batching: bool = True):
+               embedder: Embedder | None = None, batching: bool = True, translator=None, qa_models=None):
     """The FastAPI application around a started-on-startup ``engine`` (and an optional embedder).
 
     The app starts the engine when it starts and stops it when it stops (its lifespan).
@@ -471,14 +554,47 @@ def create_app(engine: Engine, tokenizer, settings: ServerSettings = ServerSetti
         return {"object": "list", "data": data, "model": embedder.name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
+    translation_name = Path(translator.directory).name if translator is not None else None
+    qa_name = Path(qa_models.directory).name if qa_models is not None else None
+
+    @app.post("/v1/translations")
+    async def translations(request: Request):
+        body = await _read_json(request, settings.max_body_bytes)
+        sentences, beam = parse_translation_request(body, settings, translator, translation_name)
+
+        def work():
+            with engine.compute_lock:
+                return translator.translate(sentences, beam=beam)
+
+        out = await run_in_threadpool(work)
+        return {"object": "list", "model": translation_name,
+                "data": [{"object": "translation", "index": i, "translation": t} for i, t in enumerate(out)]}
+
+    @app.post("/v1/answers")
+    async def answers(request: Request):
+        from llm_from_scratch import qa
+
+        body = await _read_json(request, settings.max_body_bytes)
+        questions, contexts, method = parse_answer_request(body, settings, qa_models, qa_name)
+
+        def work():
+            with engine.compute_lock:
+                return qa.answer_unchecked(qa_models, questions, contexts, method, engine.kernels)
+
+        out = await run_in_threadpool(work)
+        return {"object": "list", "model": qa_name, "method": method,
+                "data": [{"object": "answer", "index": i, "answer": a} for i, a in enumerate(out)]}
+
     return app
 
 
 def build_app(run_dir, embeddings_checkpoint=None, max_batch: int = 16, batching: bool = True,
               kernels: str = "numba", max_waiting: int = 256, settings: ServerSettings | None = None,
-              model_name: str | None = None):
-    """Load a run folder (``pretrain.load_run``) and, if given, a sentence-transformers folder, and
-    return the app (the engine starts with it). ``batching=False`` is ``max_batch=1``."""
+              model_name: str | None = None, translation_run=None, qa_run=None):
+    """Load a run folder (``pretrain.load_run``) and, if given, a sentence-transformers folder, a
+    translation run (``llm-scratch train-translation``) and a question-answering run
+    (``llm-scratch train-qa``), and return the app (the engine starts with it).
+    ``batching=False`` is ``max_batch=1``."""
     from llm_from_scratch.pretrain import load_run
 
     params, config, tokenizer = load_run(run_dir)
@@ -494,8 +610,19 @@ def build_app(run_dir, embeddings_checkpoint=None, max_batch: int = 16, batching
     name = model_name or Path(run_dir).resolve().name
     settings = settings or ServerSettings()
     settings = ServerSettings(**{**settings.__dict__, "model_name": name})
+    translator = qa_models = None
+    if translation_run is not None:
+        from llm_from_scratch.translate import load_translator
+
+        translator = load_translator(translation_run, kernels=kernels)
+        translator.directory = Path(translation_run)
+    if qa_run is not None:
+        from llm_from_scratch import qa
+
+        qa_models = qa.load_run(qa_run)
     _warm_up(engine)
-    return create_app(engine, tokenizer, settings, embedder, batching=batching)
+    return create_app(engine, tokenizer, settings, embedder, batching=batching, translator=translator,
+                      qa_models=qa_models)
 
 
 def _warm_up(engine: Engine) -> None:
@@ -511,7 +638,8 @@ def _warm_up(engine: Engine) -> None:
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, embeddings_checkpoint=None, embeddings: bool = True,
           max_batch: int = 16, batching: bool = True, kernels: str = "numba", max_waiting: int = 256,
-          settings: ServerSettings | None = None, model_name: str | None = None) -> None:
+          settings: ServerSettings | None = None, model_name: str | None = None, translation_run=None,
+          qa_run=None) -> None:
     """``llm-scratch serve``: check the settings, load the models, serve until Ctrl-C.
 
     ``embeddings_checkpoint`` None with ``embeddings`` True uses the installed all-MiniLM-L6-v2
@@ -543,7 +671,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, embeddings_checkpo
     import uvicorn
 
     app = build_app(run_dir, embeddings_checkpoint, max_batch=max_batch, batching=batching, kernels=kernels,
-                    max_waiting=max_waiting, settings=settings, model_name=model_name)
+                    max_waiting=max_waiting, settings=settings, model_name=model_name,
+                    translation_run=translation_run, qa_run=qa_run)
     mode = f"continuous batching, up to {max_batch} sequences" if batching else "no batching, one request at a time"
     print(f"serving {run_dir} ({mode}) on http://{host}:{port}/  (playground at /, API at /v1; Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
