@@ -9,6 +9,11 @@ setting, the validation curve and the final score, so that a test can re-run the
 hundred steps and compare them with the committed curve (:func:`mlp_baseline` with
 ``stop_after``).
 
+Chapter 8 asks what size of GPT a minute of one core buys, and answers with trials that take five
+minutes together: ``llm-scratch baseline gpt-trials`` trains each shape in ``GPT_TRIAL_SHAPES``
+for the steps that fit the budget on the machine that runs it and writes one record
+(``book/data/baselines/gpt_trials.json``) with each trial's loss curve, seconds and score.
+
 What is left out: the n-gram baselines (they fit in under a second, so chapters refit them).
 
 Reference: Bengio et al. (2003), "A Neural Probabilistic Language Model", JMLR 3 (the model);
@@ -102,8 +107,9 @@ def write_mlp_baseline(path) -> dict:
     return record
 
 
-def read_baseline(path) -> dict:
-    """A committed baseline record, checked for the fields chapters read.
+def read_baseline(path, kind: str = "mlp") -> dict:
+    """A committed baseline record of ``kind`` ("mlp" or "gpt-trials", as ``llm-scratch baseline``
+    names them), checked for the fields chapters read.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "b.json"
@@ -115,10 +121,132 @@ def read_baseline(path) -> dict:
     no 'settings'; expected a record written by llm-scratch baseline mlp
     """
     path = Path(path)
+    fields = {"mlp": ("settings", "val_curve", "val_bpc"), "gpt-trials": ("settings", "trials", "machine")}
+    if kind not in fields:
+        raise ValueError(f"kind must be one of {sorted(fields)}, got {kind!r}")
     if not path.is_file():
-        raise FileNotFoundError(f"no baseline record at {path}; write it with: llm-scratch baseline mlp --out {path}")
+        raise FileNotFoundError(f"no baseline record at {path}; write it with: llm-scratch baseline {kind} --out {path}")
     record = json.loads(path.read_text(encoding="utf-8"))
-    for field in ("settings", "val_curve", "val_bpc"):
+    for field in fields[kind]:
         if field not in record:
-            raise ValueError(f"{path} has no {field!r}; expected a record written by llm-scratch baseline mlp")
+            raise ValueError(f"{path} has no {field!r}; expected a record written by llm-scratch baseline {kind}")
+    return record
+
+
+# Chapter 8's question, "what size of GPT does a minute of one core buy?", as trials: each shape
+# trains for the steps that fit the budget on the machine that runs them, with chapter 8's recipe
+# (book/08_pretraining.ipynb), and is scored on the same validation characters.
+GPT_TRIAL_SETTINGS = {
+    "data": "storyworld", "n_chars": 2_000_000, "data_seed": 0, "tokenizer": "char", "n_head": 4,
+    "lr": 6e-3, "min_lr": 6e-4, "warmup_steps": 100, "seed": 0, "kernels": "numba",
+    "budget_seconds": 60.0, "score_chars": 50_000, "loss_every": 10,
+}
+GPT_TRIAL_SHAPES = [   # (n_layer, n_embd, batch_size, block_size); the third is chapter 8's model
+    (4, 128, 4, 256),
+    (4, 64, 4, 256),
+    (2, 64, 4, 256),
+    (2, 64, 8, 256),
+    (2, 64, 8, 128),
+]
+
+
+def _trial_config(shape, steps: int, s: dict):
+    from llm_from_scratch.train import TrainConfig
+
+    _, _, batch_size, block_size = shape
+    return TrainConfig(steps=steps, batch_size=batch_size, block_size=block_size, lr=s["lr"],
+                       min_lr=s["min_lr"], warmup_steps=min(s["warmup_steps"], steps // 10),
+                       eval_every=0, checkpoint_every=0, seed=s["seed"])
+
+
+def _trial_run(shape, steps: int, s: dict, corpus, stop_after: int | None = None):
+    from llm_from_scratch.pretrain import pretrain_gpt
+
+    n_layer, n_embd, _, _ = shape
+    return pretrain_gpt(None, data=s["data"], n_chars=s["n_chars"], tokenizer=s["tokenizer"], n_layer=n_layer,
+                        n_head=s["n_head"], n_embd=n_embd, train_config=_trial_config(shape, steps, s),
+                        kernels=s["kernels"], seed=s["seed"], progress=False, stop_after=stop_after,
+                        corpus=corpus)
+
+
+def gpt_trial(shape, steps: int | None = None, stop_after: int | None = None, settings: dict | None = None,
+              corpus=None) -> dict:
+    """Train one GPT shape ``(n_layer, n_embd, batch_size, block_size)`` with chapter 8's recipe
+    and score it; a JSON-ready record.
+
+    ``steps=None`` sizes the run to the budget: 20 timed steps (after 5 that compile the kernels)
+    give the seconds per step, and the run takes ``budget_seconds`` of them, rounded down to a
+    multiple of 10. The record holds the training loss every ``loss_every`` steps
+    (``loss_curve``), the seconds the steps took, and ``val_bpc``: bits per character on the
+    first ``score_chars`` validation characters, each scored once with up to T characters of
+    context (windows every T/2). ``stop_after`` trains only the first steps of the same
+    schedule and scores nothing: a cheap check of a committed record.
+
+    >>> r = gpt_trial((1, 16, 2, 32), steps=20, settings={"n_chars": 20_000, "score_chars": 500,
+    ...                                                   "loss_every": 5})
+    >>> r["steps"], [step for step, _ in r["loss_curve"]], 0 < r["val_bpc"] < 8
+    (20, [5, 10, 15, 20], True)
+    """
+    from llm_from_scratch.evaluate import token_logprobs
+    from llm_from_scratch.models.gpt import num_params
+    from llm_from_scratch.pretrain import load_corpus
+
+    s = dict(GPT_TRIAL_SETTINGS, **(settings or {}))
+    unknown = set(s) - set(GPT_TRIAL_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown GPT trial settings {sorted(unknown)}; expected some of {sorted(GPT_TRIAL_SETTINGS)}")
+    shape = tuple(int(v) for v in shape)
+    corpus = corpus or load_corpus(s["data"], s["n_chars"], s["data_seed"])
+    step_seconds = None
+    if steps is None:
+        _trial_run(shape, 1000, s, corpus, stop_after=5)   # compiles the kernels for this shape
+        timed = _trial_run(shape, 1000, s, corpus, stop_after=20)
+        step_seconds = timed.result.seconds / 20
+        steps = max(10, int(s["budget_seconds"] / step_seconds) // 10 * 10)
+    run = _trial_run(shape, steps, s, corpus, stop_after=stop_after)
+    losses = run.result.history["loss"]
+    every = s["loss_every"]
+    record = {
+        "shape": {"n_layer": shape[0], "n_embd": shape[1], "batch_size": shape[2], "block_size": shape[3]},
+        "n_params": int(num_params(run.config)),
+        "steps": int(steps),
+        "steps_trained": len(losses),
+        "loss_curve": [[i + 1, float(losses[i])] for i in range(every - 1, len(losses), every)],
+        "seconds": round(run.result.seconds, 2),
+        "step_seconds_timed": step_seconds,
+        "val_bpc": None,
+    }
+    if len(losses) == steps:
+        T = run.config.n_positions
+        ids = run.val_tokens[:s["score_chars"]]
+        logp = token_logprobs(run.params, run.config, ids, stride=T // 2, kernels=s["kernels"])
+        record["val_bpc"] = float(-logp.mean() / LN2 / run.chars_per_token)
+    return record
+
+
+def gpt_trials(settings: dict | None = None, shapes=None) -> dict:
+    """:func:`gpt_trial` for every shape in ``GPT_TRIAL_SHAPES``, on one thread (BLAS and numba),
+    as chapter 8 trains; one JSON-ready record with the settings and the machine."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from llm_from_scratch.pretrain import load_corpus
+
+    s = dict(GPT_TRIAL_SETTINGS, **(settings or {}))
+    corpus = load_corpus(s["data"], s["n_chars"], s["data_seed"])
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            trials = [gpt_trial(shape, settings=s, corpus=corpus) for shape in (shapes or GPT_TRIAL_SHAPES)]
+    finally:
+        numba.set_num_threads(threads)
+    return {"settings": s, "trials": trials,
+            "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"}
+
+
+def write_gpt_trials(path) -> dict:
+    """Run :func:`gpt_trials` and write its record to ``path`` as JSON, atomically."""
+    record = gpt_trials()
+    atomic_write(Path(path), json.dumps(record, indent=1) + "\n")
     return record

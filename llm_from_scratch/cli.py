@@ -3,6 +3,7 @@
     llm-scratch train --out runs/story [--data storyworld|stdlib|FILE] [--tokenizer char|bpe] [--steps N] ...
     llm-scratch generate runs/story --prompt "Mia was" [--max-new-tokens N] [--temperature T] [--top-k K] ...
     llm-scratch baseline mlp --out FILE        chapter 3's MLP, trained and scored, as a JSON record
+    llm-scratch baseline gpt-trials --out FILE chapter 8's GPT shapes, a minute each, as a JSON record
     llm-scratch parity --out FILE              the GPT against transformers' GPT-2 (reference packages needed)
     llm-scratch train-translation --out runs/mt [--model encdec|deconly] [--steps N] ...
     llm-scratch translate runs/mt [--input FILE|-] [--output FILE] [--beam N] [--max-new-tokens N]
@@ -350,9 +351,29 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
-def _cmd_baseline(args) -> int:
-    from llm_from_scratch.baselines import write_mlp_baseline
+def _output_file(path) -> Path:
+    """Where a command will write its record, checked before minutes of work go into it: not a
+    folder, and in a folder that exists (made if missing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; expected the path of the file to write, e.g. {path / 'record.json'}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
+
+def _cmd_baseline(args) -> int:
+    from llm_from_scratch.baselines import write_gpt_trials, write_mlp_baseline
+
+    _output_file(args.out)
+    if args.model == "gpt-trials":
+        record = write_gpt_trials(args.out)
+        for t in record["trials"]:
+            shape = t["shape"]
+            print(f"{shape['n_layer']} layers x {shape['n_embd']}, {shape['batch_size']} windows of "
+                  f"{shape['block_size']}: {t['n_params']:,} parameters, {t['steps']:,} steps in "
+                  f"{t['seconds']:.0f} s, validation {t['val_bpc']:.4f} bits per character")
+        print(f"wrote {args.out}")
+        return 0
     record = write_mlp_baseline(args.out)
     print(f"{args.out}: MLP (chapter 3's settings), {record['n_params']:,} parameters, "
           f"{record['steps_trained']:,} steps in {record['seconds']:.0f} s: validation "
@@ -363,6 +384,7 @@ def _cmd_baseline(args) -> int:
 def _cmd_parity(args) -> int:
     from llm_from_scratch.parity import write_parity_record
 
+    _output_file(args.out)
     record = write_parity_record(args.out)
     for precision, r in record["results"].items():
         print(f"{precision}: logits {r['logits']:.1e}, loss {r['loss_diff']:.1e}, worst gradient "
@@ -666,9 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_cmd_sweep)
 
     bl = sub.add_parser("baseline", help="recompute a baseline that later chapters quote, as a small JSON file")
-    bl.add_argument("model", choices=["mlp"], help="mlp: chapter 3's MLP language model on StoryWorld")
+    bl.add_argument("model", choices=["mlp", "gpt-trials"],
+                    help="mlp: chapter 3's MLP language model on StoryWorld; gpt-trials: chapter 8's GPT "
+                         "shapes, each trained for a minute of one core")
     bl.add_argument("--out", required=True, help="where to write the record, e.g. "
-                    "book/data/baselines/mlp_storyworld.json")
+                    "book/data/baselines/mlp_storyworld.json or book/data/baselines/gpt_trials.json")
     bl.set_defaults(func=_cmd_baseline)
 
     pa = sub.add_parser("parity", help="compare the package's GPT with Hugging Face's GPT-2 (needs the reference "

@@ -67,3 +67,51 @@ def test_chapter_3_still_trains_the_mlp_with_the_recorded_settings():
     assert not missing, (f"chapter 3 no longer trains its MLP as {MLP_RECORD.name} records ({missing} changed); "
                          f"update llm_from_scratch.baselines.MLP_SETTINGS and re-run: "
                          f"llm-scratch baseline mlp --out {MLP_RECORD}")
+
+
+GPT_TRIALS = ROOT / "book" / "data" / "baselines" / "gpt_trials.json"
+
+
+def test_the_committed_gpt_trials_cover_every_shape_with_the_current_settings():
+    from llm_from_scratch.baselines import GPT_TRIAL_SETTINGS, GPT_TRIAL_SHAPES
+
+    record = read_baseline(GPT_TRIALS, kind="gpt-trials")
+    assert record["settings"] == GPT_TRIAL_SETTINGS, (f"the committed trials were made with other settings; "
+                                                      f"re-run: llm-scratch baseline gpt-trials --out {GPT_TRIALS}")
+    shapes = [tuple(t["shape"][k] for k in ("n_layer", "n_embd", "batch_size", "block_size"))
+              for t in record["trials"]]
+    assert shapes == [tuple(s) for s in GPT_TRIAL_SHAPES], shapes
+    for t in record["trials"]:
+        assert t["steps_trained"] == t["steps"] >= 10, t
+        # each run was sized to the budget from its timed steps, and took about that long
+        budget = GPT_TRIAL_SETTINGS["budget_seconds"]
+        assert t["steps"] == max(10, int(budget / t["step_seconds_timed"]) // 10 * 10), t
+        assert 0.5 * budget < t["seconds"] < 2.0 * budget, t
+        curve = np.array([loss for _, loss in t["loss_curve"]])
+        assert curve[-1] < curve[0] - 1.0, curve          # nats per character: every run learned
+        assert 0.287 < t["val_bpc"] < 1.5, t             # above StoryWorld's entropy floor
+
+
+def test_the_first_steps_of_a_committed_gpt_trial_reproduce():
+    """The smallest trial's first 30 steps, re-run with the committed step count (the schedule
+    depends on it), give the committed training losses."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    from llm_from_scratch.baselines import gpt_trial
+
+    record = read_baseline(GPT_TRIALS, kind="gpt-trials")
+    trial = min(record["trials"], key=lambda t: t["n_params"] * t["shape"]["batch_size"] * t["shape"]["block_size"])
+    shape = tuple(trial["shape"][k] for k in ("n_layer", "n_embd", "batch_size", "block_size"))
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):   # the command ran on one thread
+            short = gpt_trial(shape, steps=trial["steps"], stop_after=30)
+    finally:
+        numba.set_num_threads(threads)
+    assert short["val_bpc"] is None and short["steps_trained"] == 30
+    rerun, committed = np.array(short["loss_curve"]), np.array(trial["loss_curve"][:3])
+    print(f"{shape}: re-run losses {rerun[:, 1]}, committed {committed[:, 1]}")
+    assert np.array_equal(rerun[:, 0], committed[:, 0])
+    np.testing.assert_allclose(rerun[:, 1], committed[:, 1], rtol=0, atol=1e-6)

@@ -100,6 +100,10 @@ CASES = {
     "quantize: missing run": ("quantize", "{r}/nothing", "--bits", "8", "--out", "{r}/q4"),
     "quantize: corrupt config.json": ("quantize", "{r}/corrupt", "--bits", "8", "--out", "{r}/q5"),
     "quantize: no --bits": ("quantize", "{r}/run", "--out", "{r}/q6"),
+    # baseline and parity: the output path is checked before any training
+    "baseline: out is a directory": ("baseline", "gpt-trials", "--out", "{r}/adir"),
+    "baseline: unknown model": ("baseline", "transformer", "--out", "{r}/b.json"),
+    "parity: out is a directory": ("parity", "--out", "{r}/adir"),
     # exercises
     "exercises: unknown name": ("exercises", "check", "no_such_exercise"),
     "exercises: no solution file": ("exercises", "check", "softmax_backward", "--dir", "{r}/adir"),
