@@ -22,6 +22,7 @@ chapter 3 of the book (the settings).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -41,6 +42,35 @@ MLP_SETTINGS = {
     "steps": 3000, "batch_size": 512, "lr": 3e-3, "weight_decay": 0.01, "warmup": 100,
     "clip": 1.0, "eval_every": 300, "eval_chars": 25_000, "seed": 0,
 }
+
+
+def _merged(defaults: dict, overrides: dict | None, what: str) -> dict:
+    """``defaults`` updated by ``overrides``, refusing a key that ``defaults`` lacks."""
+    merged = dict(defaults, **(overrides or {}))
+    unknown = set(merged) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {what} settings {sorted(unknown)}; expected some of {sorted(defaults)}")
+    return merged
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+
+
+@contextlib.contextmanager
+def one_thread():
+    """BLAS and numba on one thread each, as the chapters train, so every sum is added in the same
+    order; numba's thread count is restored afterwards."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(threads)
 
 
 def mlp_baseline(stop_after: int | None = None, settings: dict | None = None) -> dict:
@@ -63,10 +93,7 @@ def mlp_baseline(stop_after: int | None = None, settings: dict | None = None) ->
     from llm_from_scratch.models.mlp import MLPConfig, evaluate, init_params, train_mlp
     from llm_from_scratch.tokenizers import CharTokenizer
 
-    s = dict(MLP_SETTINGS, **(settings or {}))
-    unknown = set(s) - set(MLP_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown MLP baseline settings {sorted(unknown)}; expected some of {sorted(MLP_SETTINGS)}")
+    s = _merged(MLP_SETTINGS, settings, "MLP baseline")
     world = StoryWorld()
     train_text = world.corpus("train", n_chars=s["train_chars"], seed=s["data_seed"])
     val_text = world.corpus("val", n_chars=s["val_chars"], seed=s["data_seed"])
@@ -92,7 +119,7 @@ def mlp_baseline(stop_after: int | None = None, settings: dict | None = None) ->
         "val_bpc": None if val_bpc is None else float(val_bpc),
         "val_targets": int(len(val_ids) - config.context),
         "seconds": round(time.perf_counter() - start, 1),
-        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+        "machine": _machine(),
     }
 
 
@@ -191,10 +218,7 @@ def gpt_trial(shape, steps: int | None = None, stop_after: int | None = None, se
     from llm_from_scratch.models.gpt import num_params
     from llm_from_scratch.pretrain import load_corpus
 
-    s = dict(GPT_TRIAL_SETTINGS, **(settings or {}))
-    unknown = set(s) - set(GPT_TRIAL_SETTINGS)
-    if unknown:
-        raise ValueError(f"unknown GPT trial settings {sorted(unknown)}; expected some of {sorted(GPT_TRIAL_SETTINGS)}")
+    s = _merged(GPT_TRIAL_SETTINGS, settings, "GPT trial")
     shape = tuple(int(v) for v in shape)
     corpus = corpus or load_corpus(s["data"], s["n_chars"], s["data_seed"])
     step_seconds = None
@@ -227,22 +251,13 @@ def gpt_trial(shape, steps: int | None = None, stop_after: int | None = None, se
 def gpt_trials(settings: dict | None = None, shapes=None) -> dict:
     """:func:`gpt_trial` for every shape in ``GPT_TRIAL_SHAPES``, on one thread (BLAS and numba),
     as chapter 8 trains; one JSON-ready record with the settings and the machine."""
-    import numba
-    from threadpoolctl import threadpool_limits
-
     from llm_from_scratch.pretrain import load_corpus
 
-    s = dict(GPT_TRIAL_SETTINGS, **(settings or {}))
+    s = _merged(GPT_TRIAL_SETTINGS, settings, "GPT trial")
     corpus = load_corpus(s["data"], s["n_chars"], s["data_seed"])
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            trials = [gpt_trial(shape, settings=s, corpus=corpus) for shape in (shapes or GPT_TRIAL_SHAPES)]
-    finally:
-        numba.set_num_threads(threads)
-    return {"settings": s, "trials": trials,
-            "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"}
+    with one_thread():
+        trials = [gpt_trial(shape, settings=s, corpus=corpus) for shape in (shapes or GPT_TRIAL_SHAPES)]
+    return {"settings": s, "trials": trials, "machine": _machine()}
 
 
 def write_gpt_trials(path) -> dict:

@@ -72,14 +72,17 @@ def test_chapter_3_still_trains_the_mlp_with_the_recorded_settings():
 GPT_TRIALS = ROOT / "book" / "data" / "baselines" / "gpt_trials.json"
 
 
+def _shape(trial: dict) -> tuple:
+    return tuple(trial["shape"][k] for k in ("n_layer", "n_embd", "batch_size", "block_size"))
+
+
 def test_the_committed_gpt_trials_cover_every_shape_with_the_current_settings():
     from llm_from_scratch.baselines import GPT_TRIAL_SETTINGS, GPT_TRIAL_SHAPES
 
     record = read_baseline(GPT_TRIALS, kind="gpt-trials")
     assert record["settings"] == GPT_TRIAL_SETTINGS, (f"the committed trials were made with other settings; "
                                                       f"re-run: llm-scratch baseline gpt-trials --out {GPT_TRIALS}")
-    shapes = [tuple(t["shape"][k] for k in ("n_layer", "n_embd", "batch_size", "block_size"))
-              for t in record["trials"]]
+    shapes = [_shape(t) for t in record["trials"]]
     assert shapes == [tuple(s) for s in GPT_TRIAL_SHAPES], shapes
     for t in record["trials"]:
         assert t["steps_trained"] == t["steps"] >= 10, t
@@ -95,21 +98,13 @@ def test_the_committed_gpt_trials_cover_every_shape_with_the_current_settings():
 def test_the_first_steps_of_a_committed_gpt_trial_reproduce():
     """The smallest trial's first 30 steps, re-run with the committed step count (the schedule
     depends on it), give the committed training losses."""
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    from llm_from_scratch.baselines import gpt_trial
+    from llm_from_scratch.baselines import gpt_trial, one_thread
 
     record = read_baseline(GPT_TRIALS, kind="gpt-trials")
     trial = min(record["trials"], key=lambda t: t["n_params"] * t["shape"]["batch_size"] * t["shape"]["block_size"])
-    shape = tuple(trial["shape"][k] for k in ("n_layer", "n_embd", "batch_size", "block_size"))
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):   # the command ran on one thread
-            short = gpt_trial(shape, steps=trial["steps"], stop_after=30)
-    finally:
-        numba.set_num_threads(threads)
+    shape = _shape(trial)
+    with one_thread():   # as the command ran
+        short = gpt_trial(shape, steps=trial["steps"], stop_after=30)
     assert short["val_bpc"] is None and short["steps_trained"] == 30
     rerun, committed = np.array(short["loss_curve"]), np.array(trial["loss_curve"][:3])
     print(f"{shape}: re-run losses {rerun[:, 1]}, committed {committed[:, 1]}")
